@@ -1,0 +1,48 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "rollout",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "rollout", targets: ["rollout"]),
+        .library(name: "RolloutKit", targets: ["RolloutKit"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // Turns schema/, queries/ and examples/ into Swift source so the binary carries them
+        // and runs from any folder (a copied binary has no resource bundle beside it).
+        .executableTarget(name: "EmbedFiles", path: "Plugins/EmbedFiles"),
+        .plugin(name: "EmbedFilesPlugin", capability: .buildTool(), dependencies: ["EmbedFiles"],
+                path: "Plugins/EmbedFilesPlugin"),
+        .target(
+            name: "RolloutKit",
+            dependencies: [
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            plugins: ["EmbedFilesPlugin"]
+        ),
+        .executableTarget(
+            name: "rollout",
+            dependencies: [
+                "RolloutKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "RolloutKitTests",
+            dependencies: ["RolloutKit"],
+            exclude: ["Fixtures"],
+            resources: []
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

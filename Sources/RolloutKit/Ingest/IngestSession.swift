@@ -1,0 +1,170 @@
+import Foundation
+import GRDB
+
+/// What one ingest command wrote, for printing and for `--json`.
+public struct IngestReport: Sendable, Codable {
+    public struct Counts: Sendable, Codable {
+        public var entity: String
+        public var inserted = 0
+        public var updated = 0
+        public var unchanged = 0
+        public var removed = 0
+        public var total: Int { inserted + updated + unchanged }
+    }
+
+    public var kind: String
+    public var source: String
+    public var ingestID: Int64 = 0
+    public var counts: [Counts] = []
+    /// Records that repeated an earlier one of the same file exactly (ignored).
+    public var duplicates = 0
+    /// Records passed over under --skip-invalid (also in `ingest_errors`).
+    public var skipped = 0
+    public var skippedErrors: [IngestError] = []
+    /// Things the user should know that are not errors (a tool given an API-safe name, ...).
+    public var notices: [String] = []
+    public var files = 0
+    public var lines = 0
+
+    public init(kind: String, source: String) {
+        self.kind = kind
+        self.source = source
+    }
+
+    public subscript(entity: String) -> Counts {
+        get { counts.first { $0.entity == entity } ?? Counts(entity: entity) }
+        set {
+            if let i = counts.firstIndex(where: { $0.entity == entity }) { counts[i] = newValue } else { counts.append(newValue) }
+        }
+    }
+
+    mutating func count(_ entity: String, _ outcome: UpsertOutcome) {
+        var c = self[entity]
+        switch outcome {
+        case .inserted: c.inserted += 1
+        case .updated: c.updated += 1
+        case .unchanged: c.unchanged += 1
+        case .duplicate: duplicates += 1
+        }
+        self[entity] = c
+    }
+
+    /// Adds another report's numbers (used by `ingest dir`, which runs several ingesters).
+    mutating func merge(_ other: IngestReport) {
+        for c in other.counts {
+            var mine = self[c.entity]
+            mine.inserted += c.inserted
+            mine.updated += c.updated
+            mine.unchanged += c.unchanged
+            mine.removed += c.removed
+            self[c.entity] = mine
+        }
+        duplicates += other.duplicates
+        skipped += other.skipped
+        skippedErrors += other.skippedErrors
+        notices += other.notices
+        files += other.files
+        lines += other.lines
+    }
+
+    /// A few lines for a person.
+    public var summary: String {
+        var out: [String] = []
+        let wrote = counts.map { c in
+            var parts = ["\(c.inserted) inserted", "\(c.updated) updated", "\(c.unchanged) unchanged"]
+            if c.removed > 0 { parts.append("\(c.removed) removed") }
+            return "  \(c.entity): " + parts.joined(separator: ", ")
+        }
+        out.append("ingested \(source) (\(kind), ingest #\(ingestID))" + (wrote.isEmpty ? ": nothing written" : ":"))
+        out += wrote
+        if duplicates > 0 { out.append("  \(duplicates) exact duplicate record(s) ignored") }
+        for n in notices { out.append("  note: \(n)") }
+        if skipped > 0 {
+            out.append("  \(skipped) invalid record(s) skipped (see: rollout query ingest-errors --param ingest=\(ingestID)):")
+            for e in skippedErrors.prefix(10) { out.append("    \(e)") }
+            if skipped > 10 { out.append("    …") }
+        }
+        return out.joined(separator: "\n")
+    }
+}
+
+enum UpsertOutcome { case inserted, updated, unchanged, duplicate }
+
+/// Options every ingest command takes.
+public struct IngestOptions: Sendable {
+    /// Record bad records in `ingest_errors` and go on, instead of aborting with no change.
+    public var skipInvalid = false
+    public init(skipInvalid: Bool = false) { self.skipInvalid = skipInvalid }
+}
+
+/// One ingest command inside its one write transaction: the `ingests` row, counters, and the
+/// policy for bad records.
+final class IngestSession {
+    let db: Database
+    let options: IngestOptions
+    let now: String
+    let ingestID: Int64
+    var report: IngestReport
+
+    init(db: Database, kind: String, source: String, options: IngestOptions) throws {
+        self.db = db
+        self.options = options
+        self.now = Timestamp.now()
+        try db.execute(sql: "INSERT INTO ingests(kind, source, started_at) VALUES (?, ?, ?)",
+                       arguments: [kind, source, now])
+        self.ingestID = db.lastInsertedRowID
+        self.report = IngestReport(kind: kind, source: source)
+        self.report.ingestID = ingestID
+    }
+
+    /// Either throws `error` (aborting the transaction) or, with --skip-invalid, records it.
+    func reject(_ error: IngestError) throws {
+        guard options.skipInvalid else { throw error }
+        try db.execute(sql: "INSERT INTO ingest_errors(ingest_id, file, line, field, reason) VALUES (?, ?, ?, ?, ?)",
+                       arguments: [ingestID, error.file, error.line, error.field, error.reason])
+        report.skipped += 1
+        if report.skippedErrors.count < 100 { report.skippedErrors.append(error) }
+    }
+
+    /// Runs `body` for one record; a `FieldError` or `IngestError` it throws becomes a located
+    /// error, rejected according to the options. Multi-row records run in a savepoint so a
+    /// skipped record leaves nothing behind.
+    func record(file: String, line: Int?, savepoint: Bool = false, _ body: () throws -> Void) throws {
+        do {
+            if savepoint {
+                try db.inSavepoint {
+                    try body()
+                    return .commit
+                }
+            } else {
+                try body()
+            }
+        } catch let e as FieldError {
+            try reject(IngestError(file: file, line: line, field: e.field, e.reason))
+        } catch let e as IngestError {
+            try reject(e)
+        } catch let e as JSONParseError {
+            try reject(IngestError(file: file, line: line, e.description))
+        }
+    }
+
+    func finish() throws -> IngestReport {
+        let totals = report.counts.reduce(into: (0, 0, 0)) { $0.0 += $1.inserted; $0.1 += $1.updated; $0.2 += $1.unchanged }
+        try db.execute(sql: """
+            UPDATE ingests SET finished_at = ?, inserted = ?, updated = ?, unchanged = ?, skipped = ? WHERE id = ?
+            """, arguments: [Timestamp.now(), totals.0, totals.1, totals.2, report.skipped, ingestID])
+        return report
+    }
+}
+
+extension Warehouse {
+    /// Runs one ingest command as one transaction: on any thrown error nothing is written.
+    func ingest(kind: String, source: String, options: IngestOptions,
+                _ body: (IngestSession) throws -> Void) throws -> IngestReport {
+        try writer.write { db in
+            let session = try IngestSession(db: db, kind: kind, source: source, options: options)
+            try body(session)
+            return try session.finish()
+        }
+    }
+}

@@ -1,0 +1,249 @@
+import Foundation
+
+/// Reads record files (JSON Lines, JSON arrays, JSON documents) with the checks every format
+/// shares: readable file, not empty, UTF-8, well-formed JSON, truncated last lines.
+enum RecordFiles {
+    /// Calls `body` with each non-blank line of a JSON Lines file, parsed. Malformed lines go to
+    /// `session.reject`; the body's own errors are located at the line.
+    static func forEachLine(_ file: String, session: IngestSession,
+                            _ body: (_ line: Int, _ raw: String, _ value: JSONValue) throws -> Void) throws {
+        try checkRegularFile(file)
+        var records = 0
+        session.report.files += 1
+        let lines = try LineReader(path: file).forEachLine { line in
+            if line.bytes.isBlank { return }
+            records += 1
+            guard let raw = String(validating: line.bytes, as: UTF8.self) else {
+                let offset = line.bytes.firstInvalidUTF8Offset() ?? 0
+                try session.reject(IngestError(file: file, line: line.number,
+                                               "not valid UTF-8 (byte \(offset + 1) of the line); re-encode the file as UTF-8"))
+                return
+            }
+            let value: JSONValue
+            switch JSONParser.result(line.bytes) {
+            case .success(let v): value = v
+            case .failure(let error):
+                let note = line.terminated ? "" : " (the last line has no newline: is the file truncated?)"
+                try session.reject(IngestError(file: file, line: line.number, error.description + note))
+                return
+            }
+            try session.record(file: file, line: line.number) {
+                try body(line.number, raw, value)
+            }
+        }
+        session.report.lines += lines
+        if records == 0 {
+            throw IngestError(file: file, "empty file: no records (an ingest needs at least one)")
+        }
+    }
+
+    /// Calls `body` with each element of a top-level JSON array, streamed so the whole file
+    /// is never held; `line` is where the element starts.
+    static func forEachArrayElement(_ file: String, session: IngestSession,
+                                    _ body: (_ line: Int, _ raw: String, _ value: JSONValue) throws -> Void) throws {
+        try checkRegularFile(file)
+        session.report.files += 1
+        var splitter = JSONArraySplitter()
+        var count = 0
+        let handle = try FileHandleReader(path: file)
+        defer { handle.close() }
+        while let chunk = try handle.next() {
+            try chunk.withUnsafeBytes { bytes in
+                try splitter.feed(bytes, file: file) { line, element in
+                    count += 1
+                    try element.withUnsafeBytes { raw in
+                        guard let text = String(validating: raw, as: UTF8.self) else {
+                            let offset = raw.firstInvalidUTF8Offset() ?? 0
+                            try session.reject(IngestError(file: file, line: line + raw.prefix(offset).filter { $0 == 0x0A }.count,
+                                                           "not valid UTF-8; re-encode the file as UTF-8"))
+                            return
+                        }
+                        let value: JSONValue
+                        switch JSONParser.result(raw) {
+                        case .success(let v): value = v
+                        case .failure(let error):
+                            let errLine = line + raw.prefix(error.offset).filter { $0 == 0x0A }.count
+                            try session.reject(IngestError(file: file, line: errLine, "array element \(count - 1): \(error.description)"))
+                            return
+                        }
+                        try session.record(file: file, line: line) { try body(line, text, value) }
+                    }
+                }
+            }
+        }
+        try splitter.finish(file: file)
+        session.report.lines += splitter.line
+        if count == 0 { throw IngestError(file: file, "empty array: no records") }
+    }
+
+    /// Reads a whole (small) JSON document.
+    static func readDocument(_ file: String) throws -> (text: String, value: JSONValue) {
+        try checkRegularFile(file)
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw IngestError(file: file, "cannot read the file")
+        }
+        if data.isEmpty { throw IngestError(file: file, "empty file") }
+        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws -> (text: String, value: JSONValue) in
+            guard let text = String(validating: raw, as: UTF8.self) else {
+                let offset = raw.firstInvalidUTF8Offset() ?? 0
+                throw IngestError(file: file, line: lineOf(offset, in: raw), "not valid UTF-8; re-encode the file as UTF-8")
+            }
+            switch JSONParser.result(raw) {
+            case .success(let value): return (text, value)
+            case .failure(let error): throw IngestError(file: file, line: lineOf(error.offset, in: raw), error.description)
+            }
+        }
+    }
+
+    /// Reads a whole text file (a policy) as UTF-8.
+    static func readText(_ file: String) throws -> String {
+        try checkRegularFile(file)
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw IngestError(file: file, "cannot read the file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            let offset = data.withUnsafeBytes { $0.firstInvalidUTF8Offset() } ?? 0
+            let line = data.withUnsafeBytes { lineOf(offset, in: $0) }
+            throw IngestError(file: file, line: line, "not valid UTF-8; re-encode the file as UTF-8")
+        }
+        if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            throw IngestError(file: file, "empty file")
+        }
+        return text
+    }
+
+    static func lineOf(_ offset: Int, in raw: UnsafeRawBufferPointer) -> Int {
+        1 + raw.prefix(min(offset, raw.count)).filter { $0 == 0x0A }.count
+    }
+
+    static func checkRegularFile(_ file: String) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDir) else {
+            throw IngestError(file: file, "no such file")
+        }
+        if isDir.boolValue { throw IngestError(file: file, "is a directory, expected a file") }
+        guard FileManager.default.isReadableFile(atPath: file) else {
+            throw IngestError(file: file, "cannot read the file (permission denied)")
+        }
+    }
+}
+
+/// Reads a file in 4 MiB chunks.
+final class FileHandleReader {
+    private let fd: Int32
+    private let path: String
+    private var buffer: [UInt8]
+
+    init(path: String, chunkSize: Int = 4 << 20) throws {
+        self.path = path
+        fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw FileError.cannotOpen(path, errno: errno) }
+        buffer = [UInt8](repeating: 0, count: chunkSize)
+    }
+
+    func next() throws -> ArraySlice<UInt8>? {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+        if n < 0 { throw FileError.cannotRead(path, errno: errno) }
+        return n == 0 ? nil : buffer[0..<n]
+    }
+
+    func close() { _ = Foundation.close(fd) }
+}
+
+/// Splits a streamed top-level JSON array into its elements' bytes, tracking line numbers.
+/// It only finds boundaries (strings, escapes, nesting); each element is then parsed strictly.
+struct JSONArraySplitter {
+    private enum State { case start, beforeElement, inElement, afterElement, done }
+    private var state = State.start
+    private var depth = 0
+    private var inString = false
+    private var escaped = false
+    private var element: [UInt8] = []
+    private var elementLine = 0
+    private(set) var line = 1
+    private var sawBOM = false
+    private var offset = 0
+
+    mutating func feed(_ bytes: UnsafeRawBufferPointer, file: String,
+                       _ emit: (_ line: Int, _ element: [UInt8]) throws -> Void) throws {
+        for b in bytes {
+            defer {
+                offset += 1
+                if b == 0x0A { line += 1 }
+            }
+            switch state {
+            case .start:
+                if offset < 3 && [0xEF, 0xBB, 0xBF][offset] == b { continue } // UTF-8 BOM
+                if isSpace(b) { continue }
+                guard b == UInt8(ascii: "[") else {
+                    throw IngestError(file: file, line: line, "expected a JSON array ('['), found '\(Character(Unicode.Scalar(b)))'")
+                }
+                state = .beforeElement
+            case .beforeElement:
+                if isSpace(b) { continue }
+                if b == UInt8(ascii: "]") && element.isEmpty && depth == 0 { state = .done; continue }
+                state = .inElement
+                elementLine = line
+                element.removeAll(keepingCapacity: true)
+                try consume(b, file: file, emit)
+            case .inElement:
+                try consume(b, file: file, emit)
+            case .afterElement:
+                if isSpace(b) { continue }
+                if b == UInt8(ascii: ",") { state = .beforeElement; continue }
+                if b == UInt8(ascii: "]") { state = .done; continue }
+                throw IngestError(file: file, line: line, "expected ',' or ']' between array elements")
+            case .done:
+                if !isSpace(b) { throw IngestError(file: file, line: line, "unexpected text after the closing ']'") }
+            }
+        }
+    }
+
+    private mutating func consume(_ b: UInt8, file: String, _ emit: (Int, [UInt8]) throws -> Void) throws {
+        if inString {
+            element.append(b)
+            if escaped { escaped = false } else if b == UInt8(ascii: "\\") { escaped = true } else if b == UInt8(ascii: "\"") { inString = false }
+            return
+        }
+        switch b {
+        case UInt8(ascii: "\""): inString = true; element.append(b)
+        case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1; element.append(b)
+        case UInt8(ascii: "}"), UInt8(ascii: "]"):
+            if depth == 0 {
+                // The array closes right after a scalar element.
+                guard b == UInt8(ascii: "]") else { throw IngestError(file: file, line: line, "unbalanced '}'") }
+                try emit(elementLine, element)
+                element.removeAll(keepingCapacity: true)
+                state = .done
+                return
+            }
+            depth -= 1
+            element.append(b)
+            if depth == 0 {
+                try emit(elementLine, element)
+                element.removeAll(keepingCapacity: true)
+                state = .afterElement
+            }
+        case UInt8(ascii: ","):
+            if depth == 0 {
+                try emit(elementLine, element)
+                element.removeAll(keepingCapacity: true)
+                state = .beforeElement
+            } else {
+                element.append(b)
+            }
+        default:
+            element.append(b)
+        }
+    }
+
+    func finish(file: String) throws {
+        switch state {
+        case .done: return
+        case .start: throw IngestError(file: file, "empty file")
+        default: throw IngestError(file: file, line: line, "the JSON array is not closed (truncated file?)")
+        }
+    }
+
+    private func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x0A || b == 0x0D || b == 0x09 }
+}
