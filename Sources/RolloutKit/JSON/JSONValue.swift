@@ -84,10 +84,6 @@ public struct JSONObject: Sendable, Equatable, Hashable, Sequence {
 
     public init() {}
 
-    public init(_ pairs: KeyValuePairs<String, JSONValue>) {
-        for (k, v) in pairs { self[k] = v }
-    }
-
     public init(pairs: [(String, JSONValue)]) {
         for (k, v) in pairs { self[k] = v }
     }
@@ -123,4 +119,16 @@ public struct JSONObject: Sendable, Equatable, Hashable, Sequence {
     public func makeIterator() -> some IteratorProtocol<(key: String, value: JSONValue)> {
         zip(keys, values).lazy.map { (key: $0.0, value: $0.1) }.makeIterator()
     }
+}
+
+extension JSONObject: ExpressibleByDictionaryLiteral {
+    public init(dictionaryLiteral elements: (String, JSONValue)...) {
+        self.init(pairs: elements)
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByBooleanLiteral, ExpressibleByNilLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(nilLiteral: ()) { self = .null }
 }
