@@ -1,2 +1,74 @@
 import ArgumentParser
-@main struct Rollout: ParsableCommand {}
+import Foundation
+import RolloutKit
+
+@main
+struct Rollout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollout",
+        abstract: "A SQLite warehouse for LLM agent rollouts: ingest datasets, run rollouts, grade, export.",
+        discussion: """
+            Every artifact lives in one SQLite file (default ./rollout.db, or --db / $ROLLOUT_DB).
+            Start with `rollout quickstart`.
+            """,
+        subcommands: [Quickstart.self, Ingest.self, Stats.self, Domains.self, Query.self, DB.self, Config.self]
+    )
+}
+
+/// Options every command that opens the warehouse shares.
+struct WarehouseOptions: ParsableArguments {
+    @Option(name: .long, help: "The warehouse file (default: $ROLLOUT_DB or ./rollout.db).")
+    var db: String?
+
+    var path: String { db ?? ProcessInfo.processInfo.environment["ROLLOUT_DB"] ?? Warehouse.defaultPath }
+
+    /// Opens the warehouse; read-only commands do not create one.
+    func open(create: Bool = true) throws -> Warehouse {
+        do {
+            return try Warehouse.open(path: path, create: create)
+        } catch let e as WarehouseError {
+            throw CLIError(e.description)
+        }
+    }
+}
+
+/// How a command prints rows.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON.") var json = false
+    @Flag(name: .long, help: "Print newline-delimited JSON (one object a line).") var nl = false
+    @Flag(name: .long, help: "Print CSV.") var csv = false
+
+    var format: ResultFormat {
+        if json { return .json }
+        if nl { return .nl }
+        if csv { return .csv }
+        return .table
+    }
+
+    func validate() throws {
+        if [json, nl, csv].filter({ $0 }).count > 1 { throw ValidationError("choose one of --json, --nl, --csv") }
+    }
+}
+
+/// An error for the user, printed as is.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `body`, turning library errors into messages (ArgumentParser prints them and exits 1).
+func reporting<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as ValidationError {
+        throw e
+    } catch let e as CLIError {
+        throw e
+    } catch let e as CustomStringConvertible & Error {
+        throw CLIError(e.description)
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

@@ -42,6 +42,7 @@ struct Catalog {
                 throw IngestError(file: source, "dataset \"\(name)\" already holds \(existing) tasks; ingest \(kind) tasks under another --dataset name")
             }
             try db.execute(sql: "UPDATE datasets SET updated_at = ?, source = ? WHERE id = ?", arguments: [now, source, row["id"] as Int64])
+            session.report.count("datasets", .unchanged)
             return row["id"]
         }
         try db.execute(sql: "INSERT INTO datasets(name, kind, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",

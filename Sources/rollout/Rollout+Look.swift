@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import RolloutKit
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Rows per table, and tasks per dataset and domain.")
+    @OptionGroup var warehouse: WarehouseOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let w = try warehouse.open(create: false)
+        let (tables, tasks) = try reporting { try w.stats() }
+        if output.format == .table {
+            print(output.format.render(tables))
+            print(output.format.render(tasks), terminator: "")
+        } else {
+            print(output.format.render(tables), terminator: "")
+            print(output.format.render(tasks), terminator: "")
+        }
+    }
+}
+
+struct Domains: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List domains and cross-domain combinations (order-insensitive) with policy, tools and tasks.")
+    @OptionGroup var warehouse: WarehouseOptions
+    @OptionGroup var output: OutputOptions
+    @Flag(name: .long, help: "Only cross-domain combinations.") var cross = false
+    @Option(name: .long, help: "Only keys with at least N member domains.") var minDomains: Int?
+    @Flag(name: .long, help: "Only keys with their own policy file.") var requirePolicy = false
+
+    func run() throws {
+        let w = try warehouse.open(create: false)
+        var params: [String: String] = [:]
+        if cross { params["cross"] = "1" }
+        if let minDomains { params["min_domains"] = String(minDomains) }
+        if requirePolicy { params["require_policy"] = "1" }
+        let result = try reporting { try QueryRunner(w).run("domains", parameters: params) }
+        print(output.format.render(result[0]), terminator: "")
+    }
+}
+
+struct Query: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a bundled query (by name) or a .sql file; read-only unless --write.",
+        discussion: "Bundled: \(QueryRunner.bundledNames.joined(separator: ", ")). `rollout query --list` shows each with its description.")
+    @OptionGroup var warehouse: WarehouseOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "A bundled query name or a path to a .sql file.") var query: String?
+    @Option(name: .long, help: "A named parameter k=v, bound to :k (repeatable).") var param: [String] = []
+    @Flag(name: .long, help: "Allow statements that change the warehouse.") var write = false
+    @Flag(name: .long, help: "List the bundled queries.") var list = false
+    @Flag(name: .long, help: "Print the query's SQL instead of running it.") var show = false
+
+    func validate() throws {
+        if query == nil && !list { throw ValidationError("name a query or .sql file, or pass --list") }
+        for p in param where !p.contains("=") { throw ValidationError("--param expects k=v, got \(p)") }
+    }
+
+    func run() throws {
+        if list {
+            for name in QueryRunner.bundledNames {
+                let sql = try QueryRunner.sql(for: name).sql
+                let first = sql.split(separator: "\n").first { $0.hasPrefix("--") }.map { $0.dropFirst(2).trimmingCharacters(in: .whitespaces) } ?? ""
+                print("\(name.padding(toLength: 20, withPad: " ", startingAt: 0))  \(first)")
+            }
+            return
+        }
+        if show {
+            print(try reporting { try QueryRunner.sql(for: query!).sql }, terminator: "")
+            return
+        }
+        var params: [String: String] = [:]
+        for p in param {
+            let eq = p.firstIndex(of: "=")!
+            params[String(p[..<eq])] = String(p[p.index(after: eq)...])
+        }
+        let w = try warehouse.open(create: false)
+        let results = try reporting { try QueryRunner(w).run(query!, parameters: params, write: write) }
+        for r in results { print(output.format.render(r), terminator: "") }
+    }
+}
+
+struct DB: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "db", abstract: "Where the warehouse is and its schema version.", subcommands: [Path.self, Status.self])
+
+    struct Path: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the warehouse's path.")
+        @OptionGroup var warehouse: WarehouseOptions
+        func run() {
+            print(URL(fileURLWithPath: warehouse.path).standardizedFileURL.path)
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the schema version and storage facts.")
+        @OptionGroup var warehouse: WarehouseOptions
+        @Flag(name: .long, help: "Print JSON.") var json = false
+
+        func run() throws {
+            let s = try reporting { try warehouse.open(create: false).status() }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(s), as: UTF8.self))
+                return
+            }
+            print("path:           \(s.path)")
+            print("schema version: \(s.applied.count) (\(s.applied.last ?? "none"))\(s.upToDate ? ", up to date" : ", this binary knows \(s.known.count)")")
+            print("migrations:     \(s.applied.joined(separator: ", "))")
+            print("journal mode:   \(s.journalMode)")
+            print("sqlite:         \(s.sqliteVersion)")
+            print("size:           \(s.bytes) bytes (\(s.pageCount) pages of \(s.pageSize))")
+        }
+    }
+}
+
+struct Config: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check run configs and the model registry.", subcommands: [Check.self])
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a run config and its model registry; print the resolved config (no secrets).")
+        @Option(name: .long, help: "The run config.") var config = "configs/example.yml"
+        @Option(name: .long, help: "The model registry (default: the config's models_config_file).") var models: String?
+
+        func run() throws {
+            let c = try reporting { try RunConfig.load(file: config, modelsFile: models) }
+            print("\(config): ok — \(c.datasets.count) dataset(s), \(c.models.entries.count) model(s) in \(c.modelsConfigFile)")
+            for k in c.unknownKeys { print("  note: unknown key \(k) (ignored)") }
+            for v in c.unsetEnvironment() { print("  note: ${\(v)} is not set in this environment") }
+            print(c.resolvedJSON.jsonText)
+        }
+    }
+}
+
+struct Quickstart: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create ./rollout.db and load the bundled example domains (the README's first command).")
+    @OptionGroup var warehouse: WarehouseOptions
+    @Option(name: .long, help: "Where to write the example files.") var examples = "rollout-example"
+
+    func run() throws {
+        let w = try warehouse.open()
+        let report = try reporting { try w.ingestBundledExample(into: examples) }
+        print("warehouse: \(URL(fileURLWithPath: warehouse.path).standardizedFileURL.path)")
+        print("example files: \(examples)/ (Rollout-framework layout)")
+        print(report.summary)
+        let (tables, tasks) = try reporting { try w.stats() }
+        _ = tables
+        print("")
+        print(ResultFormat.table.render(tasks), terminator: "")
+        print("""
+
+            Next:
+              rollout domains --db \(warehouse.path)              # domains and combinations
+              rollout query --list                      # shipped SQL
+              sqlite3 \(warehouse.path) 'SELECT external_id, opening FROM tasks LIMIT 5'
+            """)
+    }
+}
