@@ -93,23 +93,31 @@ CREATE TABLE tools (
 -- none). `opening` is the first user message / question / problem statement; `user_prompt` the
 -- user simulator's scenario; `answer` the reference answer; `criteria` evaluation criteria as
 -- JSON; `record` the source record exactly as read.
+-- `opening` and `user_prompt` are computed: from `opening_text` / `user_prompt_text` when the
+-- ingest stored one, else from the record (a Rollout-framework query keeps them at
+-- $.messages[0].content and $.user_system_prompt, so a million queries are not stored twice).
 CREATE TABLE tasks (
-    id           INTEGER PRIMARY KEY,
-    dataset_id   INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
-    external_id  TEXT NOT NULL,
-    domain_id    INTEGER REFERENCES domains(id),
-    opening      TEXT,
-    user_prompt  TEXT,
-    answer       TEXT,
-    criteria     TEXT CHECK (criteria IS NULL OR json_valid(criteria)),
-    splits       TEXT CHECK (splits IS NULL OR json_valid(splits)),
-    record       TEXT NOT NULL,
-    content_hash INTEGER NOT NULL,
-    source_file  TEXT,
-    source_line  INTEGER,
-    ingest_id    INTEGER REFERENCES ingests(id),
-    created_at   TEXT NOT NULL,
-    updated_at   TEXT NOT NULL,
+    id               INTEGER PRIMARY KEY,
+    dataset_id       INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,
+    external_id      TEXT NOT NULL,
+    domain_id        INTEGER REFERENCES domains(id),
+    opening_text     TEXT,
+    user_prompt_text TEXT,
+    answer           TEXT,
+    criteria         TEXT CHECK (criteria IS NULL OR json_valid(criteria)),
+    splits           TEXT CHECK (splits IS NULL OR json_valid(splits)),
+    record           TEXT NOT NULL,
+    content_hash     INTEGER NOT NULL,
+    source_file      TEXT,
+    source_line      INTEGER,
+    ingest_id        INTEGER REFERENCES ingests(id),
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    opening          TEXT GENERATED ALWAYS AS (coalesce(opening_text,
+                         CASE WHEN json_extract(record, '$.messages[0].role') = 'user'
+                              THEN json_extract(record, '$.messages[0].content') END)) VIRTUAL,
+    user_prompt      TEXT GENERATED ALWAYS AS (coalesce(user_prompt_text,
+                         json_extract(record, '$.user_system_prompt'))) VIRTUAL,
     UNIQUE (dataset_id, external_id)
 ) STRICT;
 CREATE INDEX tasks_by_domain ON tasks(domain_id);

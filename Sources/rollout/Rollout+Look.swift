@@ -83,7 +83,7 @@ struct Query: ParsableCommand {
 
 struct DB: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Where the warehouse is and its schema version.", subcommands: [Path.self, Status.self])
+        commandName: "db", abstract: "Where the warehouse is and its schema version.", subcommands: [Path.self, Status.self, Schema.self])
 
     struct Path: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the warehouse's path.")
@@ -112,6 +112,19 @@ struct DB: ParsableCommand {
             print("journal mode:   \(s.journalMode)")
             print("sqlite:         \(s.sqliteVersion)")
             print("size:           \(s.bytes) bytes (\(s.pageCount) pages of \(s.pageSize))")
+        }
+    }
+}
+
+extension DB {
+    struct Schema: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the schema this binary creates: every migration, with its comments.")
+        func run() {
+            for path in BundledFiles.paths(under: "schema") where path.hasSuffix(".sql") {
+                print("-- \(path)")
+                print(BundledFiles.text(path)!)
+            }
         }
     }
 }

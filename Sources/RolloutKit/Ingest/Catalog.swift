@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// A domain or cross-domain combination, named by its members in any order.
 public struct DomainKey: Sendable, Hashable, Comparable, CustomStringConvertible {
@@ -109,8 +110,27 @@ struct Catalog {
 
 /// Writes task rows: insert, update when the record changed, nothing when it did not. A second
 /// record with the same id in the same ingest is a duplicate (identical) or an error (different).
-struct TaskWriter {
-    struct Task {
+/// This is the hot path of a million-line ingest: statements are prepared once and driven
+/// through the SQLite C API, and the record is bound straight from the read buffer.
+final class TaskWriter {
+    /// A record's source text: the bytes as read, or a string we made (a compact element).
+    enum RecordText: Sendable {
+        case bytes([UInt8])
+        case string(String)
+
+        init(_ raw: RawRecord) { self = .bytes(Array(raw.bytes)) }
+
+        func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+            switch self {
+            case .bytes(let b): return try b.withUnsafeBytes(body)
+            case .string(let s):
+                var copy = s
+                return try copy.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
+            }
+        }
+    }
+
+    struct Task: Sendable {
         var externalID: String
         var domainID: Int64?
         var opening: String?
@@ -118,7 +138,7 @@ struct TaskWriter {
         var answer: String?
         var criteria: String?
         var splits: String?
-        var record: String
+        var record: RecordText
         var file: String
         var line: Int?
     }
@@ -126,55 +146,118 @@ struct TaskWriter {
     let session: IngestSession
     let datasetID: Int64
     var entity = "tasks"
+    private let lookup: Statement
+    private let insert: Statement
+    private let update: Statement
+    private let touch: Statement
+
+    init(session: IngestSession, datasetID: Int64) throws {
+        self.session = session
+        self.datasetID = datasetID
+        let db = session.db
+        lookup = try db.makeStatement(sql: """
+            SELECT id, content_hash, ingest_id, source_file, source_line, domain_id FROM tasks
+            WHERE dataset_id = ? AND external_id = ?
+            """)
+        insert = try db.makeStatement(sql: """
+            INSERT INTO tasks(dataset_id, external_id, domain_id, opening_text, user_prompt_text, answer, criteria, splits,
+                record, content_hash, source_file, source_line, ingest_id, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (dataset_id, external_id) DO NOTHING
+            """)
+        update = try db.makeStatement(sql: """
+            UPDATE tasks SET domain_id = ?3, opening_text = ?4, user_prompt_text = ?5, answer = ?6, criteria = ?7, splits = ?8,
+                record = ?9, content_hash = ?10, source_file = ?11, source_line = ?12, ingest_id = ?13, updated_at = ?15
+            WHERE id = ?1
+            """)
+        touch = try db.makeStatement(sql: "UPDATE tasks SET ingest_id = ?, source_file = ?, source_line = ? WHERE id = ?")
+    }
 
     /// Returns the task's row id.
     @discardableResult
     func write(_ t: Task) throws -> Int64 {
-        let db = session.db
-        let hash = Hashing.fnv1a64(t.record)
-        let lookup = try db.cachedStatement(sql: """
-            SELECT id, content_hash, ingest_id, source_file, source_line, domain_id FROM tasks
-            WHERE dataset_id = ? AND external_id = ?
-            """)
-        lookup.setUncheckedArguments([datasetID, t.externalID])
-        if let row = try Row.fetchOne(lookup) {
-            let id: Int64 = row[0]
-            let sameContent = (row[1] as Int64) == hash && (row[5] as Int64?) == t.domainID
-            if (row[2] as Int64?) == session.ingestID {
+        let hash = t.record.withBytes { Hashing.contentHash($0) }
+        // Most records are new: insert first, and look the id up only when it already exists.
+        try run(insert, t, hash: hash, first: datasetID)
+        if sqlite3_changes(session.db.sqliteConnection) > 0 {
+            session.report.count(entity, .inserted)
+            return session.db.lastInsertedRowID
+        }
+        let stmt = lookup.sqliteStatement
+        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        sqlite3_bind_int64(stmt, 1, datasetID)
+        bindText(stmt, 2, t.externalID)
+        let rc = sqlite3_step(stmt)
+        if rc == SQLITE_ROW {
+            let id = sqlite3_column_int64(stmt, 0)
+            let storedDomain: Int64? = sqlite3_column_type(stmt, 5) == SQLITE_NULL ? nil : sqlite3_column_int64(stmt, 5)
+            let sameContent = sqlite3_column_int64(stmt, 1) == hash && storedDomain == t.domainID
+            let storedIngest: Int64? = sqlite3_column_type(stmt, 2) == SQLITE_NULL ? nil : sqlite3_column_int64(stmt, 2)
+            if storedIngest == session.ingestID {
                 if sameContent {
                     session.report.count(entity, .duplicate)
                     return id
                 }
-                let firstFile: String? = row[3]
-                let firstLine: Int? = row[4]
-                let first = [firstFile, firstLine.map(String.init)].compactMap { $0 }.joined(separator: ":")
+                let firstFile = sqlite3_column_text(stmt, 3).map { String(cString: $0) }
+                let firstLine = sqlite3_column_type(stmt, 4) == SQLITE_NULL ? nil : String(sqlite3_column_int64(stmt, 4))
+                let first = [firstFile, firstLine].compactMap { $0 }.joined(separator: ":")
                 throw FieldError(field: "id", reason: "id \"\(t.externalID)\" appears twice with different content (first at \(first))")
             }
             if sameContent {
-                let touch = try db.cachedStatement(sql: "UPDATE tasks SET ingest_id = ?, source_file = ?, source_line = ? WHERE id = ?")
                 try touch.execute(arguments: [session.ingestID, t.file, t.line, id])
                 session.report.count(entity, .unchanged)
                 return id
             }
-            let update = try db.cachedStatement(sql: """
-                UPDATE tasks SET domain_id = ?, opening = ?, user_prompt = ?, answer = ?, criteria = ?, splits = ?,
-                    record = ?, content_hash = ?, source_file = ?, source_line = ?, ingest_id = ?, updated_at = ?
-                WHERE id = ?
-                """)
-            try update.execute(arguments: [t.domainID, t.opening, t.userPrompt, t.answer, t.criteria, t.splits,
-                                           t.record, hash, t.file, t.line, session.ingestID, session.now, id])
+            try run(update, t, hash: hash, first: id)
             session.report.count(entity, .updated)
             return id
         }
-        let insert = try db.cachedStatement(sql: """
-            INSERT INTO tasks(dataset_id, external_id, domain_id, opening, user_prompt, answer, criteria, splits,
-                record, content_hash, source_file, source_line, ingest_id, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        try insert.execute(arguments: [datasetID, t.externalID, t.domainID, t.opening, t.userPrompt, t.answer,
-                                       t.criteria, t.splits, t.record, hash, t.file, t.line, session.ingestID,
-                                       session.now, session.now])
-        session.report.count(entity, .inserted)
-        return db.lastInsertedRowID
+        throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(session.db.sqliteConnection)))
+    }
+
+    /// Binds the 15 parameters shared by the insert and update statements and steps once.
+    private func run(_ statement: Statement, _ t: Task, hash: Int64, first: Int64) throws {
+        let stmt = statement.sqliteStatement
+        defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
+        sqlite3_bind_int64(stmt, 1, first)
+        bindText(stmt, 2, t.externalID)
+        if let d = t.domainID { sqlite3_bind_int64(stmt, 3, d) }
+        bindText(stmt, 4, t.opening)
+        bindText(stmt, 5, t.userPrompt)
+        bindText(stmt, 6, t.answer)
+        bindText(stmt, 7, t.criteria)
+        bindText(stmt, 8, t.splits)
+        t.record.withBytes { b in
+            if let p = b.baseAddress {
+                _ = sqlite3_bind_text(stmt, 9, p.assumingMemoryBound(to: CChar.self), Int32(b.count), sqliteTransient)
+            } else {
+                _ = sqlite3_bind_text(stmt, 9, "", 0, sqliteTransient)
+            }
+        }
+        sqlite3_bind_int64(stmt, 10, hash)
+        bindText(stmt, 11, t.file)
+        if let l = t.line { sqlite3_bind_int64(stmt, 12, Int64(l)) }
+        sqlite3_bind_int64(stmt, 13, session.ingestID)
+        bindText(stmt, 14, session.now)
+        bindText(stmt, 15, session.now)
+        let rc = sqlite3_step(stmt)
+        guard rc == SQLITE_DONE else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(session.db.sqliteConnection)))
+        }
+    }
+}
+
+/// SQLITE_TRANSIENT: SQLite copies the bound bytes before the call returns.
+let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+@inline(__always)
+func bindText(_ stmt: OpaquePointer?, _ index: Int32, _ text: String?) {
+    guard var text else { sqlite3_bind_null(stmt, index); return }
+    text.withUTF8 { b in
+        if let p = b.baseAddress {
+            _ = sqlite3_bind_text(stmt, index, UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self), Int32(b.count), sqliteTransient)
+        } else {
+            _ = sqlite3_bind_text(stmt, index, "", 0, sqliteTransient)
+        }
     }
 }

@@ -7,16 +7,18 @@ extension Warehouse {
     public func ingestQA(file: String, dataset: String, options: IngestOptions = .init()) throws -> IngestReport {
         try ingest(kind: "qa", source: file, options: options) { session in
             let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "qa", source: file)
-            let writer = TaskWriter(session: session, datasetID: datasetID)
-            try RecordFiles.forEachLine(file, session: session) { line, raw, value in
+            let writer = try TaskWriter(session: session, datasetID: datasetID)
+            try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
                 let r = RecordReader(value)
                 let (id, question) = try Self.qaIdentity(r)
                 let answer = try r.required("answer")
                 guard let answerText = answer.value.scalarText else {
                     throw FieldError(field: "answer", reason: "expected a string or number, found \(answer.value.typeName)")
                 }
-                try writer.write(.init(externalID: id, opening: question, answer: answerText, record: raw, file: file, line: line))
-            }
+                return TaskWriter.Task(externalID: id, opening: question, answer: answerText, record: .init(raw), file: file, line: line)
+            }, write: { _, task in
+                try writer.write(task)
+            })
         }
     }
 
@@ -48,8 +50,8 @@ extension Warehouse {
     public func ingestSWEBench(file: String, dataset: String, options: IngestOptions = .init()) throws -> IngestReport {
         try ingest(kind: "swebench", source: file, options: options) { session in
             let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "swebench", source: file)
-            let writer = TaskWriter(session: session, datasetID: datasetID)
-            let body: (Int, String, JSONValue) throws -> Void = { line, raw, value in
+            let writer = try TaskWriter(session: session, datasetID: datasetID)
+            let prepare: @Sendable (Int, TaskWriter.RecordText, JSONValue) throws -> TaskWriter.Task = { line, raw, value in
                 let r = RecordReader(value)
                 _ = try r.object()
                 let id = try r.requiredString("instance_id")
@@ -63,16 +65,20 @@ extension Warehouse {
                 for key in ["FAIL_TO_PASS", "PASS_TO_PASS"] {
                     criteria[key] = .array(try Self.testList(r.child(key), field: key).map(JSONValue.string))
                 }
-                try writer.write(.init(externalID: id, opening: problem, answer: try r.optionalString("patch"),
-                                       criteria: JSONValue.object(criteria).jsonText, record: raw, file: file, line: line))
+                return TaskWriter.Task(externalID: id, opening: problem, answer: try r.optionalString("patch"),
+                                       criteria: JSONValue.object(criteria).jsonText, record: raw, file: file, line: line)
             }
             if try Self.startsWithArray(file) {
                 try RecordFiles.forEachArrayElement(file, session: session) { line, raw, value in
                     // Array elements are stored compact, like a JSON Lines record.
-                    try body(line, raw.contains("\n") ? value.jsonText : raw, value)
+                    try writer.write(try prepare(line, raw.isMultiline ? .string(value.jsonText) : .init(raw), value))
                 }
             } else {
-                try RecordFiles.forEachLine(file, session: session, body)
+                try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
+                    try prepare(line, .init(raw), value)
+                }, write: { _, task in
+                    try writer.write(task)
+                })
             }
         }
     }
@@ -157,7 +163,7 @@ extension Warehouse {
                     } else {
                         instanceID = stem
                     }
-                    let hash = Hashing.fnv1a64(text)
+                    let hash = Hashing.contentHash(text)
                     if let row = try Row.fetchOne(db, sql: "SELECT id, content_hash FROM repo_structures WHERE instance_id = ?", arguments: [instanceID]) {
                         if (row["content_hash"] as Int64) == hash {
                             session.report.count("repo_structures", .unchanged)

@@ -21,7 +21,7 @@ public enum ToolNames {
         }))
         if safe.isEmpty { safe = "tool" }
         if safe.utf8.count > 64 || taken.contains(safe) || !isAPISafe(safe) {
-            let suffix = String(UInt64(bitPattern: Hashing.fnv1a64(name)), radix: 16)
+            let suffix = String(UInt64(bitPattern: Hashing.contentHash(name)), radix: 16)
             safe = String(safe.prefix(64 - suffix.count - 1)) + "_" + suffix
         }
         return safe
@@ -48,17 +48,17 @@ extension Warehouse {
         let catalog = Catalog(session: session)
         let domainID = try catalog.domain(key)
         let datasetID = try catalog.dataset(named: dataset, kind: "dialogue", source: file)
-        let writer = TaskWriter(session: session, datasetID: datasetID)
+        let writer = try TaskWriter(session: session, datasetID: datasetID)
         // The Rollout framework's id for a record without one: md5(first user content + tools JSON).
-        var toolsJSON: String?
-        try RecordFiles.forEachLine(file, session: session) { line, raw, value in
+        let toolsJSON = JSONWriter.pythonSorted.string(.array(try catalog.toolObjects(for: key)))
+        try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
             let r = RecordReader(value)
             _ = try r.object()
             var opening: String?
             if let messages = r.child("messages"), !messages.value.isNull {
                 for m in try messages.array() {
                     let role = try m.requiredString("role")
-                    guard ["system", "user", "assistant", "tool"].contains(role) else {
+                    guard ChatMessage.roles.contains(role) else {
                         throw FieldError(field: m.fieldPath("role"), reason: "unknown role \"\(role)\"")
                     }
                     if role == "user" && opening == nil {
@@ -66,18 +66,23 @@ extension Warehouse {
                     }
                 }
             }
-            let prompt = try r.requiredString("user_system_prompt")
+            _ = try r.requiredString("user_system_prompt")
             if let info = r.child("task_info"), !info.value.isNull { _ = try info.object() }
             let id: String
             if let given = r.child("id"), !given.value.isNull {
                 id = try given.idText()
             } else {
-                if toolsJSON == nil { toolsJSON = JSONWriter.pythonSorted.string(.array(try catalog.toolObjects(for: key))) }
-                id = Hashing.md5Hex((opening ?? "") + toolsJSON!)
+                id = Hashing.md5Hex((opening ?? "") + toolsJSON)
             }
-            try writer.write(.init(externalID: id, domainID: domainID, opening: opening, userPrompt: prompt,
-                                   record: raw, file: file, line: line))
-        }
+            // The record holds the opening and the prompt where the generated columns look
+            // (schema: tasks.opening, tasks.user_prompt); a copy is stored only when the
+            // opening is not messages[0].
+            let inPlace = value["messages"]?[0]?["role"] == "user" && value["messages"]?[0]?["content"]?.stringValue == opening
+            return TaskWriter.Task(externalID: id, domainID: domainID, opening: inPlace ? nil : opening,
+                                   userPrompt: nil, record: .init(raw), file: file, line: line)
+        }, write: { _, task in
+            try writer.write(task)
+        })
     }
 
     /// `rollout ingest policy`: a domain's (or combination's) policy markdown.

@@ -54,7 +54,7 @@ extension Warehouse {
 
             let domainID = try catalog.domain(key)
             let datasetID = try catalog.dataset(named: dataset ?? "tau2-\(name)", kind: "dialogue", source: directory)
-            let writer = TaskWriter(session: session, datasetID: datasetID)
+            let writer = try TaskWriter(session: session, datasetID: datasetID)
             let tasksFile = path("tasks.json")
             try RecordFiles.forEachArrayElement(tasksFile, session: session) { line, _, value in
                 let r = RecordReader(value)
@@ -69,7 +69,7 @@ extension Warehouse {
                 }
                 let taskSplits = splits[id].map { JSONValue.array($0.sorted().map(JSONValue.string)).jsonText }
                 try writer.write(.init(externalID: id, domainID: domainID, opening: nil, userPrompt: prompt,
-                                       criteria: criteria, splits: taskSplits, record: value.jsonText,
+                                       criteria: criteria, splits: taskSplits, record: .string(value.jsonText),
                                        file: tasksFile, line: line))
             }
         }

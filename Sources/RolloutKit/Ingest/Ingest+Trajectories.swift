@@ -12,7 +12,7 @@ public enum TrajectoryFormat: String, Sendable, CaseIterable {
 }
 
 /// One imported rollout before it is written.
-struct ImportedRollout {
+struct ImportedRollout: Sendable {
     var externalTaskID: String
     var taskOpening: String?
     var taskUserPrompt: String?
@@ -60,18 +60,22 @@ extension Warehouse {
             let iteration = stem.hasPrefix("iter") ? Int(stem.dropFirst(4)) : nil
             switch format {
             case .rollout:
-                try RecordFiles.forEachLine(file, session: session) { line, raw, value in
-                    try importer.write(try Self.parseRolloutRecord(value, raw: raw), line: line, raw: raw)
-                }
+                try RecordFiles.forEachLine(file, session: session, prepare: { _, raw, value in
+                    (try Self.parseRolloutRecord(value), Hashing.contentHash(raw.bytes))
+                }, write: { line, prepared in
+                    try importer.write(prepared.0, line: line, hash: prepared.1)
+                })
             case .deepresearch:
-                try RecordFiles.forEachLine(file, session: session) { line, raw, value in
+                try RecordFiles.forEachLine(file, session: session, prepare: { _, raw, value in
                     var r = try Self.parseDeepResearchRecord(value)
                     if let iteration, iteration >= 1 { r.sample = iteration - 1 }
-                    try importer.write(r, line: line, raw: raw)
-                }
+                    return (r, Hashing.contentHash(raw.bytes))
+                }, write: { line, prepared in
+                    try importer.write(prepared.0, line: line, hash: prepared.1)
+                })
             case .tauBench:
                 try RecordFiles.forEachArrayElement(file, session: session) { line, raw, value in
-                    try importer.write(try Self.parseTauBenchRecord(value), line: line, raw: raw)
+                    try importer.write(try Self.parseTauBenchRecord(value), line: line, hash: Hashing.contentHash(raw.bytes))
                 }
             }
         }
@@ -82,10 +86,6 @@ extension Warehouse {
     }
 
     static func parseRolloutRecord(_ value: JSONValue) throws -> ImportedRollout {
-        try parseRolloutRecord(value, raw: value.jsonText)
-    }
-
-    static func parseRolloutRecord(_ value: JSONValue, raw: String) throws -> ImportedRollout {
         let r = RecordReader(value)
         let object = try r.object()
         let id = try r.required("id").idText()
@@ -190,7 +190,7 @@ struct RolloutImporter {
         self.file = file
     }
 
-    mutating func write(_ r: ImportedRollout, line: Int, raw: String) throws {
+    mutating func write(_ r: ImportedRollout, line: Int, hash: Int64) throws {
         let db = session.db
         let taskID = try task(for: r, line: line)
         let sample: Int
@@ -200,7 +200,6 @@ struct RolloutImporter {
             sample = nextSample[taskID, default: 0]
         }
         nextSample[taskID] = max(nextSample[taskID, default: 0], sample + 1)
-        let hash = Hashing.fnv1a64(raw)
         let key = "\(taskID):\(sample)"
         if let earlier = seen[key] {
             if earlier == hash { session.report.count("rollouts", .duplicate); return }
@@ -237,15 +236,25 @@ struct RolloutImporter {
         session.report.count("rollouts", outcome)
     }
 
-    private func task(for r: ImportedRollout, line: Int) throws -> Int64 {
+    private lazy var taskWriterStorage: TaskWriter? = nil
+    private var taskWriter: TaskWriter {
+        mutating get throws {
+            if let w = taskWriterStorage { return w }
+            let w = try TaskWriter(session: session, datasetID: datasetID)
+            taskWriterStorage = w
+            return w
+        }
+    }
+
+    private mutating func task(for r: ImportedRollout, line: Int) throws -> Int64 {
         let db = session.db
         if let id = try Int64.fetchOne(db, sql: "SELECT id FROM tasks WHERE dataset_id = ? AND external_id = ?",
                                        arguments: [datasetID, r.externalTaskID]) {
             return id
         }
-        return try TaskWriter(session: session, datasetID: datasetID).write(.init(
+        return try taskWriter.write(.init(
             externalID: r.externalTaskID, opening: r.taskOpening, userPrompt: r.taskUserPrompt, answer: r.taskAnswer,
-            criteria: r.taskCriteria, record: r.taskRecord, file: file, line: line))
+            criteria: r.taskCriteria, record: .string(r.taskRecord), file: file, line: line))
     }
 }
 

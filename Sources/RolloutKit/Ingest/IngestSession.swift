@@ -161,10 +161,32 @@ extension Warehouse {
     /// Runs one ingest command as one transaction: on any thrown error nothing is written.
     func ingest(kind: String, source: String, options: IngestOptions,
                 _ body: (IngestSession) throws -> Void) throws -> IngestReport {
-        try writer.write { db in
+        let bulk = enterBulkMode()
+        defer { if bulk { leaveBulkMode() } }
+        return try writer.write { db in
             let session = try IngestSession(db: db, kind: kind, source: source, options: options)
             try body(session)
             return try session.finish()
+        }
+    }
+
+    /// A large ingest into WAL writes every page twice (to the log, then to the database). When
+    /// this process has the file to itself, the ingest runs under a rollback journal instead —
+    /// just as atomic, one write per new page — and WAL is restored afterwards. When another
+    /// connection holds the file, SQLite refuses the switch and the ingest runs in WAL.
+    private func enterBulkMode() -> Bool {
+        guard path != nil else { return false }
+        let mode = try? writer.barrierWriteWithoutTransaction { db -> String? in
+            try db.execute(sql: "PRAGMA cache_size = -65536")
+            return try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
+        }
+        return mode == "delete"
+    }
+
+    private func leaveBulkMode() {
+        _ = try? writer.barrierWriteWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA cache_size = -2000")
+            return try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
         }
     }
 }

@@ -3,44 +3,90 @@ import Foundation
 /// Reads record files (JSON Lines, JSON arrays, JSON documents) with the checks every format
 /// shares: readable file, not empty, UTF-8, well-formed JSON, truncated last lines.
 enum RecordFiles {
-    /// Calls `body` with each non-blank line of a JSON Lines file, parsed. Malformed lines go to
-    /// `session.reject`; the body's own errors are located at the line.
-    static func forEachLine(_ file: String, session: IngestSession,
-                            _ body: (_ line: Int, _ raw: String, _ value: JSONValue) throws -> Void) throws {
+    /// Reads a JSON Lines file in two stages: a second thread reads, parses and `prepare`s each
+    /// non-blank line (pure work: checks and field extraction), while the calling thread
+    /// `write`s the prepared records in file order. Ingest is bound by SQLite's single writer,
+    /// so parsing on the other core hides most of its cost. Errors keep file order: bad lines
+    /// reach `session.reject` exactly where a one-thread loop would have met them.
+    static func forEachLine<P: Sendable>(
+        _ file: String, session: IngestSession,
+        prepare: @escaping @Sendable (_ line: Int, _ raw: RawRecord, _ value: JSONValue) throws -> P,
+        write: (_ line: Int, _ prepared: P) throws -> Void
+    ) throws {
         try checkRegularFile(file)
-        var records = 0
         session.report.files += 1
-        let lines = try LineReader(path: file).forEachLine { line in
-            if line.bytes.isBlank { return }
-            records += 1
-            guard let raw = String(validating: line.bytes, as: UTF8.self) else {
-                let offset = line.bytes.firstInvalidUTF8Offset() ?? 0
-                try session.reject(IngestError(file: file, line: line.number,
-                                               "not valid UTF-8 (byte \(offset + 1) of the line); re-encode the file as UTF-8"))
+        let channel = Channel<LineItem<P>>(capacity: 16)
+        let reader = Thread {
+            var batch: [LineItem<P>] = []
+            batch.reserveCapacity(256)
+            do {
+                let lines = try LineReader(path: file).forEachLine { line in
+                    if channel.isCancelled { throw CancellationError() }
+                    if line.bytes.isBlank { return }
+                    batch.append(Self.prepareLine(line, file: file, prepare))
+                    if batch.count == 256 {
+                        channel.send(batch)
+                        batch.removeAll(keepingCapacity: true)
+                    }
+                }
+                batch.append(.end(lines: lines))
+            } catch is CancellationError {
                 return
+            } catch {
+                batch.append(.readFailed("\(error)"))
             }
-            let value: JSONValue
-            switch JSONParser.result(line.bytes) {
-            case .success(let v): value = v
-            case .failure(let error):
-                let note = line.terminated ? "" : " (the last line has no newline: is the file truncated?)"
-                try session.reject(IngestError(file: file, line: line.number, error.description + note))
-                return
-            }
-            try session.record(file: file, line: line.number) {
-                try body(line.number, raw, value)
+            channel.send(batch)
+        }
+        reader.stackSize = 8 << 20 // deep JSON recursion
+        reader.start()
+        defer { channel.cancel() }
+        var records = 0
+        while let batch = channel.receive() {
+            for item in batch {
+                switch item {
+                case .prepared(let line, let p):
+                    records += 1
+                    try session.record(file: file, line: line) { try write(line, p) }
+                case .failed(let error):
+                    records += 1
+                    try session.reject(error)
+                case .end(let lines):
+                    session.report.lines += lines
+                    if records == 0 {
+                        throw IngestError(file: file, "empty file: no records (an ingest needs at least one)")
+                    }
+                    return
+                case .readFailed(let message):
+                    throw IngestError(file: file, message)
+                }
             }
         }
-        session.report.lines += lines
-        if records == 0 {
-            throw IngestError(file: file, "empty file: no records (an ingest needs at least one)")
+    }
+
+    private static func prepareLine<P>(_ line: LineReader.Line, file: String,
+                                       _ prepare: (Int, RawRecord, JSONValue) throws -> P) -> LineItem<P> {
+        // The parser checks UTF-8 as it goes, so a parsed line is valid text.
+        switch JSONParser.result(line.bytes) {
+        case .failure(let error):
+            let note = line.terminated ? "" : " (the last line has no newline: is the file truncated?)"
+            return .failed(IngestError(file: file, line: line.number, error.description + note))
+        case .success(let value):
+            do {
+                return .prepared(line.number, try prepare(line.number, RawRecord(bytes: line.bytes), value))
+            } catch let e as FieldError {
+                return .failed(IngestError(file: file, line: line.number, field: e.field, e.reason))
+            } catch let e as IngestError {
+                return .failed(e)
+            } catch {
+                return .failed(IngestError(file: file, line: line.number, "\(error)"))
+            }
         }
     }
 
     /// Calls `body` with each element of a top-level JSON array, streamed so the whole file
     /// is never held; `line` is where the element starts.
     static func forEachArrayElement(_ file: String, session: IngestSession,
-                                    _ body: (_ line: Int, _ raw: String, _ value: JSONValue) throws -> Void) throws {
+                                    _ body: (_ line: Int, _ raw: RawRecord, _ value: JSONValue) throws -> Void) throws {
         try checkRegularFile(file)
         session.report.files += 1
         var splitter = JSONArraySplitter()
@@ -52,12 +98,6 @@ enum RecordFiles {
                 try splitter.feed(bytes, file: file) { line, element in
                     count += 1
                     try element.withUnsafeBytes { raw in
-                        guard let text = String(validating: raw, as: UTF8.self) else {
-                            let offset = raw.firstInvalidUTF8Offset() ?? 0
-                            try session.reject(IngestError(file: file, line: line + raw.prefix(offset).filter { $0 == 0x0A }.count,
-                                                           "not valid UTF-8; re-encode the file as UTF-8"))
-                            return
-                        }
                         let value: JSONValue
                         switch JSONParser.result(raw) {
                         case .success(let v): value = v
@@ -66,7 +106,7 @@ enum RecordFiles {
                             try session.reject(IngestError(file: file, line: errLine, "array element \(count - 1): \(error.description)"))
                             return
                         }
-                        try session.record(file: file, line: line) { try body(line, text, value) }
+                        try session.record(file: file, line: line) { try body(line, RawRecord(bytes: raw), value) }
                     }
                 }
             }
@@ -126,6 +166,69 @@ enum RecordFiles {
             throw IngestError(file: file, "cannot read the file (permission denied)")
         }
     }
+}
+
+/// What the reading thread hands the writing thread.
+enum LineItem<P: Sendable>: Sendable {
+    case prepared(Int, P)
+    case failed(IngestError)
+    case end(lines: Int)
+    case readFailed(String)
+}
+
+/// A bounded, blocking FIFO of batches between two threads.
+/// `@unchecked Sendable`: every stored property is read and written only with `condition` held.
+final class Channel<T: Sendable>: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var queue: [[T]] = []
+    private var head = 0
+    private var cancelled = false
+    private var closed = false
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    var isCancelled: Bool {
+        condition.lock(); defer { condition.unlock() }
+        return cancelled
+    }
+
+    /// Blocks while full; drops the batch once the receiver has gone.
+    func send(_ batch: [T]) {
+        condition.lock(); defer { condition.unlock() }
+        while queue.count - head >= capacity && !cancelled { condition.wait() }
+        if cancelled { return }
+        queue.append(batch)
+        condition.broadcast()
+    }
+
+    /// The next batch, or nil once cancelled.
+    func receive() -> [T]? {
+        condition.lock(); defer { condition.unlock() }
+        while queue.count == head && !cancelled { condition.wait() }
+        if queue.count == head { return nil }
+        let batch = queue[head]
+        head += 1
+        if head > 64 { queue.removeFirst(head); head = 0 }
+        condition.broadcast()
+        return batch
+    }
+
+    /// Wakes and stops both sides (the receiver is done or gave up).
+    func cancel() {
+        condition.lock(); defer { condition.unlock() }
+        cancelled = true
+        condition.broadcast()
+    }
+}
+
+/// The source text of one record, as read. Only valid inside the callback that receives it;
+/// it has passed the JSON parser, so it is valid UTF-8.
+struct RawRecord {
+    let bytes: UnsafeRawBufferPointer
+    var string: String { String(decoding: bytes, as: UTF8.self) }
+    /// True when the text spans several lines (a pretty-printed array element).
+    var isMultiline: Bool { bytes.contains(0x0A) }
 }
 
 /// Reads a file in 4 MiB chunks.

@@ -2,7 +2,11 @@
 public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
-    public var description: String { "malformed JSON at byte \(offset + 1): \(reason)" }
+    public var description: String {
+        reason == Self.invalidUTF8 ? "not valid UTF-8 (byte \(offset + 1)); re-encode the file as UTF-8"
+            : "malformed JSON at byte \(offset + 1): \(reason)"
+    }
+    static let invalidUTF8 = "invalid UTF-8"
 }
 
 /// A strict RFC 8259 parser over UTF-8 bytes. The input must already be valid UTF-8
@@ -56,6 +60,7 @@ public struct JSONParser: ~Copyable {
         guard pos < bytes.count else { return "end of text" }
         let b = bytes[pos]
         if b >= 0x20 && b < 0x7F { return "'\(Character(Unicode.Scalar(b)))'" }
+        if b >= 0x80 { return "non-ASCII byte 0x\(String(b, radix: 16)) outside a string" }
         return "byte 0x\(String(b, radix: 16))"
     }
 
@@ -174,30 +179,76 @@ public struct JSONParser: ~Copyable {
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
     }
 
+    /// True when any of the 8 bytes is '"', '\\', a control character or non-ASCII (SWAR).
+    @inline(__always)
+    private static func hasSpecialByte(_ v: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = v ^ (ones &* 0x22)
+        let backslash = v ^ (ones &* 0x5C)
+        let zeroQuote = (quote &- ones) & ~quote & highs
+        let zeroBackslash = (backslash &- ones) & ~backslash & highs
+        let control = (v &- ones &* 0x20) & ~v & highs
+        return (zeroQuote | zeroBackslash | control | (v & highs)) != 0
+    }
+
+    private func makeString(_ start: Int, _ end: Int, ascii: Bool) throws(JSONParseError) -> String {
+        let slice = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+        if ascii { return String(decoding: slice, as: UTF8.self) }
+        guard let s = String(validating: slice, as: UTF8.self) else {
+            let bad = slice.firstInvalidUTF8Offset() ?? 0
+            throw JSONParseError(offset: start + bad, reason: JSONParseError.invalidUTF8)
+        }
+        return s
+    }
+
     private mutating func parseString() throws(JSONParseError) -> String {
         pos += 1
         let start = pos
-        // Fast path: no escapes.
-        while pos < bytes.count {
+        var ascii = true
+        // Fast path: no escapes. Skip 8 plain bytes at a time.
+        let count = bytes.count
+        let base = bytes.baseAddress!
+        while pos < count {
+            if pos + 8 <= count && !Self.hasSpecialByte(base.loadUnaligned(fromByteOffset: pos, as: UInt64.self)) {
+                pos += 8
+                continue
+            }
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
-                let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
+                let s = try makeString(start, pos, ascii: ascii)
                 pos += 1
                 return s
             }
             if b == UInt8(ascii: "\\") { break }
             if b < 0x20 { throw fail("control character 0x\(String(b, radix: 16)) inside a string (must be escaped)") }
+            if b >= 0x80 { ascii = false }
             pos += 1
         }
         guard pos < bytes.count else { throw fail("unterminated string (truncated record?)") }
         var out = [UInt8]()
         out.reserveCapacity(pos - start + 16)
         out.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<pos]))
-        while pos < bytes.count {
+        while pos < count {
+            // Copy the run of plain bytes up to the next quote, backslash or control byte.
+            let run = pos
+            while pos + 8 <= count && !Self.hasSpecialByte(base.loadUnaligned(fromByteOffset: pos, as: UInt64.self)) {
+                pos += 8
+            }
+            while pos < count {
+                let c = bytes[pos]
+                if c == UInt8(ascii: "\"") || c == UInt8(ascii: "\\") || c < 0x20 { break }
+                pos += 1
+            }
+            if pos > run { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[run..<pos])) }
+            guard pos < count else { break }
             let b = bytes[pos]
             if b == UInt8(ascii: "\"") {
                 pos += 1
-                return String(decoding: out, as: UTF8.self)
+                guard let s = String(validating: out, as: UTF8.self) else {
+                    throw JSONParseError(offset: start, reason: JSONParseError.invalidUTF8)
+                }
+                return s
             }
             if b < 0x20 { throw fail("control character 0x\(String(b, radix: 16)) inside a string (must be escaped)") }
             if b != UInt8(ascii: "\\") {

@@ -3,19 +3,35 @@ import Foundation
 /// Hash functions the warehouse needs, written from their specifications (RFC 1321, FIPS 180-4)
 /// so the package does not pull in a crypto library for three functions.
 public enum Hashing {
-    /// FNV-1a, 64-bit: a fast change detector for records (not a security property).
-    public static func fnv1a64(_ bytes: UnsafeRawBufferPointer) -> Int64 {
+    /// FNV-1a over 64-bit words (bytes for the tail), with a final avalanche: a fast change
+    /// detector for records, not a security property. Stable across versions: stored hashes
+    /// are compared with it.
+    public static func contentHash(_ bytes: UnsafeRawBufferPointer) -> Int64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in bytes {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01B3
+        let prime: UInt64 = 0x0000_0100_0000_01B3
+        var i = 0
+        if let base = bytes.baseAddress {
+            while i + 8 <= bytes.count {
+                h ^= UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                h = (h &* prime) ^ (h >> 29)
+                i += 8
+            }
         }
+        while i < bytes.count {
+            h ^= UInt64(bytes[i])
+            h = h &* prime
+            i += 1
+        }
+        h ^= UInt64(bytes.count)
+        h ^= h >> 33
+        h = h &* 0xff51_afd7_ed55_8ccd
+        h ^= h >> 33
         return Int64(bitPattern: h)
     }
 
-    public static func fnv1a64(_ string: String) -> Int64 {
+    public static func contentHash(_ string: String) -> Int64 {
         var s = string
-        return s.withUTF8 { fnv1a64(UnsafeRawBufferPointer($0)) }
+        return s.withUTF8 { contentHash(UnsafeRawBufferPointer($0)) }
     }
 
     public static func md5Hex(_ string: String) -> String { hex(MD5.digest(Array(string.utf8))) }

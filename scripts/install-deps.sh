@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what rollout needs that a fresh Debian/Ubuntu machine with Swift may lack.
+# Safe to re-run: it installs only what is missing.
+set -euo pipefail
+
+need=()
+dpkg -s libsqlite3-dev >/dev/null 2>&1 || need+=(libsqlite3-dev)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+if [ "${1:-}" = "--bench" ]; then
+  command -v /usr/bin/time >/dev/null 2>&1 || need+=(time)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+  # The baselines the benchmarks compare against.
+  python3 -m pip install --quiet --disable-pip-version-check sqlite-utils
+fi
