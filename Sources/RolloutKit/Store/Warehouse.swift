@@ -22,6 +22,7 @@ public struct Warehouse: Sendable {
         }
         if exists {
             try checkHeader(path: path)
+            try checkIdentity(path: path)
         }
         let pool: DatabasePool
         do {
@@ -62,6 +63,28 @@ public struct Warehouse: Sendable {
         if header.isEmpty { return } // an empty file becomes a new database
         if header != Data("SQLite format 3\0".utf8) {
             throw WarehouseError(.notOurs, path: path, "not a SQLite database, so not a rollout warehouse; pass --db with a new or existing warehouse file")
+        }
+    }
+
+    /// Looks at an existing file through a read-only connection first, so a database that is
+    /// not ours is refused before anything (even its journal mode) is changed.
+    private static func checkIdentity(path: String) throws {
+        var config = Configuration()
+        config.readonly = true
+        let probe: (appID: Int32, objects: Int)
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: config)
+            probe = try queue.read { db in
+                (Int32(try Int.fetchOne(db, sql: "PRAGMA application_id") ?? 0),
+                 try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") ?? 0)
+            }
+            try queue.close()
+        } catch let error as DatabaseError {
+            throw WarehouseError(.notOurs, path: path, "cannot read as SQLite: \(error.message ?? "\(error)")")
+        }
+        if probe.appID != applicationID && !(probe.appID == 0 && probe.objects == 0) {
+            throw WarehouseError(.notOurs, path: path,
+                                 "a SQLite database that is not a rollout warehouse (application_id \(probe.appID), \(probe.objects) schema objects); refusing to change it — pass --db with a new file")
         }
     }
 
