@@ -7,9 +7,16 @@ struct IngestFlags: ParsableArguments {
     var skipInvalid = false
     @Flag(name: .long, help: "Print the report as JSON.") var json = false
 
-    var options: IngestOptions { IngestOptions(skipInvalid: skipInvalid) }
+    var options: IngestOptions {
+        // A progress line on stderr, only when a person is watching it.
+        guard isatty(STDERR_FILENO) != 0 else { return IngestOptions(skipInvalid: skipInvalid) }
+        return IngestOptions(skipInvalid: skipInvalid) { n in
+            FileHandle.standardError.write(Data("\r  \(n) records read…".utf8))
+        }
+    }
 
     func print(_ report: IngestReport) throws {
+        if isatty(STDERR_FILENO) != 0 && report.lines >= 65536 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
         if json {
             let data = try JSONEncoder().encode(report)
             Swift.print(String(decoding: data, as: UTF8.self))

@@ -113,20 +113,19 @@ struct Catalog {
 /// This is the hot path of a million-line ingest: statements are prepared once and driven
 /// through the SQLite C API, and the record is bound straight from the read buffer.
 final class TaskWriter {
-    /// A record's source text: the bytes as read, or a string we made (a compact element).
-    enum RecordText: Sendable {
-        case bytes([UInt8])
-        case string(String)
+    /// A record's source text and its content hash, both made on the reading thread.
+    struct RecordText: Sendable {
+        let bytes: [UInt8]
+        let hash: Int64
 
-        init(_ raw: RawRecord) { self = .bytes(Array(raw.bytes)) }
+        init(_ raw: RawRecord) {
+            bytes = Array(raw.bytes)
+            hash = Hashing.contentHash(raw.bytes)
+        }
 
-        func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-            switch self {
-            case .bytes(let b): return try b.withUnsafeBytes(body)
-            case .string(let s):
-                var copy = s
-                return try copy.withUTF8 { try body(UnsafeRawBufferPointer($0)) }
-            }
+        init(_ text: String) {
+            bytes = Array(text.utf8)
+            hash = bytes.withUnsafeBytes { Hashing.contentHash($0) }
         }
     }
 
@@ -176,7 +175,7 @@ final class TaskWriter {
     /// Returns the task's row id.
     @discardableResult
     func write(_ t: Task) throws -> Int64 {
-        let hash = t.record.withBytes { Hashing.contentHash($0) }
+        let hash = t.record.hash
         // Most records are new: insert first, and look the id up only when it already exists.
         try run(insert, t, hash: hash, first: datasetID)
         if sqlite3_changes(session.db.sqliteConnection) > 0 {
@@ -227,20 +226,24 @@ final class TaskWriter {
         bindText(stmt, 6, t.answer)
         bindText(stmt, 7, t.criteria)
         bindText(stmt, 8, t.splits)
-        t.record.withBytes { b in
-            if let p = b.baseAddress {
-                _ = sqlite3_bind_text(stmt, 9, p.assumingMemoryBound(to: CChar.self), Int32(b.count), sqliteTransient)
-            } else {
-                _ = sqlite3_bind_text(stmt, 9, "", 0, sqliteTransient)
-            }
-        }
         sqlite3_bind_int64(stmt, 10, hash)
         bindText(stmt, 11, t.file)
         if let l = t.line { sqlite3_bind_int64(stmt, 12, Int64(l)) }
         sqlite3_bind_int64(stmt, 13, session.ingestID)
         bindText(stmt, 14, session.now)
         bindText(stmt, 15, session.now)
-        let rc = sqlite3_step(stmt)
+        // The record is bound without a copy (SQLITE_STATIC): the bytes stay put until the
+        // step inside this closure is done, and the deferred reset unbinds them.
+        let rc = t.record.bytes.withUnsafeBytes { b in
+            if let p = b.baseAddress {
+                _ = sqlite3_bind_text(stmt, 9, p.assumingMemoryBound(to: CChar.self), Int32(b.count), nil)
+            } else {
+                _ = sqlite3_bind_text(stmt, 9, "", 0, sqliteTransient)
+            }
+            let rc = sqlite3_step(stmt)
+            sqlite3_clear_bindings(stmt)
+            return rc
+        }
         guard rc == SQLITE_DONE else {
             throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(session.db.sqliteConnection)))
         }

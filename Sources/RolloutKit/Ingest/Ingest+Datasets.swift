@@ -71,7 +71,7 @@ extension Warehouse {
             if try Self.startsWithArray(file) {
                 try RecordFiles.forEachArrayElement(file, session: session) { line, raw, value in
                     // Array elements are stored compact, like a JSON Lines record.
-                    try writer.write(try prepare(line, raw.isMultiline ? .string(value.jsonText) : .init(raw), value))
+                    try writer.write(try prepare(line, raw.isMultiline ? .init(value.jsonText) : .init(raw), value))
                 }
             } else {
                 try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in

@@ -69,7 +69,7 @@ extension Warehouse {
                 }
                 let taskSplits = splits[id].map { JSONValue.array($0.sorted().map(JSONValue.string)).jsonText }
                 try writer.write(.init(externalID: id, domainID: domainID, opening: nil, userPrompt: prompt,
-                                       criteria: criteria, splits: taskSplits, record: .string(value.jsonText),
+                                       criteria: criteria, splits: taskSplits, record: .init(value.jsonText),
                                        file: tasksFile, line: line))
             }
         }

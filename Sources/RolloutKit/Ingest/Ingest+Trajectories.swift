@@ -254,7 +254,7 @@ struct RolloutImporter {
         }
         return try taskWriter.write(.init(
             externalID: r.externalTaskID, opening: r.taskOpening, userPrompt: r.taskUserPrompt, answer: r.taskAnswer,
-            criteria: r.taskCriteria, record: .string(r.taskRecord), file: file, line: line))
+            criteria: r.taskCriteria, record: .init(r.taskRecord), file: file, line: line))
     }
 }
 

@@ -94,7 +94,13 @@ enum UpsertOutcome { case inserted, updated, unchanged, duplicate }
 public struct IngestOptions: Sendable {
     /// Record bad records in `ingest_errors` and go on, instead of aborting with no change.
     public var skipInvalid = false
-    public init(skipInvalid: Bool = false) { self.skipInvalid = skipInvalid }
+    /// Called now and then with the number of records read so far (for a progress line).
+    public var progress: (@Sendable (Int) -> Void)?
+
+    public init(skipInvalid: Bool = false, progress: (@Sendable (Int) -> Void)? = nil) {
+        self.skipInvalid = skipInvalid
+        self.progress = progress
+    }
 }
 
 /// One ingest command inside its one write transaction: the `ingests` row, counters, and the

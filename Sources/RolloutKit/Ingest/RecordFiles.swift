@@ -46,6 +46,7 @@ enum RecordFiles {
                 switch item {
                 case .prepared(let line, let p):
                     records += 1
+                    if records % 65536 == 0 { session.options.progress?(records) }
                     try session.record(file: file, line: line) { try write(line, p) }
                 case .failed(let error):
                     records += 1
