@@ -48,10 +48,15 @@ public struct RunConfig: Sendable {
         var unknown: [String] = []
         for k in root.keys where !topKeys.contains(k) { unknown.append(k) }
         let configDir = URL(fileURLWithPath: file).deletingLastPathComponent()
+        // Relative paths: from the working directory, else beside the config, else from the
+        // config folder's parent (configs/example.yml naming configs/models.yml).
         func locate(_ p: String) -> String {
             if p.hasPrefix("/") || FileManager.default.fileExists(atPath: p) { return p }
-            let beside = configDir.appending(path: p).path
-            return FileManager.default.fileExists(atPath: beside) ? beside : p
+            for base in [configDir, configDir.deletingLastPathComponent()] {
+                let candidate = base.appending(path: p).path
+                if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            }
+            return p
         }
         let modelsPath = try modelsFile ?? root.child("models_config_file")?.string()
             ?? configDir.appending(path: "models.yml").path

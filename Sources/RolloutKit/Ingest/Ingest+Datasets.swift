@@ -139,17 +139,18 @@ extension Warehouse {
                         throw IngestError(file: file, line: data.withUnsafeBytes { RecordFiles.lineOf(offset, in: $0) },
                                           "not valid UTF-8; re-encode the file as UTF-8")
                     }
-                    let probe = try Row.fetchOne(db, sql: """
-                        SELECT json_valid(?1) AS valid, json_type(?1, '$.structure') AS st,
-                               json_type(?1, '$.instance_id') AS it, json_extract(?1, '$.instance_id') AS iid,
-                               json_extract(?1, '$.repo') AS repo, json_extract(?1, '$.base_commit') AS commit_
-                        """, arguments: [text])!
-                    if (probe["valid"] as Int) != 1 {
+                    // Validity first: json_type raises on malformed JSON instead of answering.
+                    if try Int.fetchOne(db, sql: "SELECT json_valid(?)", arguments: [text]) != 1 {
                         if case .failure(let e) = data.withUnsafeBytes({ JSONParser.result($0) }) {
                             throw IngestError(file: file, line: data.withUnsafeBytes { RecordFiles.lineOf(e.offset, in: $0) }, e.description)
                         }
                         throw IngestError(file: file, "not valid JSON")
                     }
+                    let probe = try Row.fetchOne(db, sql: """
+                        SELECT json_type(?1, '$.structure') AS st,
+                               json_type(?1, '$.instance_id') AS it, json_extract(?1, '$.instance_id') AS iid,
+                               json_extract(?1, '$.repo') AS repo, json_extract(?1, '$.base_commit') AS commit_
+                        """, arguments: [text])!
                     guard (probe["st"] as String?) == "object" else {
                         throw IngestError(file: file, field: "structure", (probe["st"] as String?).map { "expected an object, found \($0)" } ?? "missing (required)")
                     }

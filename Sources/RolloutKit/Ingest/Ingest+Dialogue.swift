@@ -77,9 +77,14 @@ extension Warehouse {
             // The record holds the opening and the prompt where the generated columns look
             // (schema: tasks.opening, tasks.user_prompt); a copy is stored only when the
             // opening is not messages[0].
-            let inPlace = value["messages"]?[0]?["role"] == "user" && value["messages"]?[0]?["content"]?.stringValue == opening
+            // SQLite's json_extract reads the first of repeated keys where we (like Python) take
+            // the last, so a record with repeated keys keeps explicit copies.
+            let first = value["messages"]?[0]
+            let repeated = value.objectValue!.hasRepeatedKeys || first?.objectValue?.hasRepeatedKeys == true
+            let inPlace = !repeated && first?["role"] == "user" && first?["content"]?.stringValue == opening
             return TaskWriter.Task(externalID: id, domainID: domainID, opening: inPlace ? nil : opening,
-                                   userPrompt: nil, record: .init(raw), file: file, line: line)
+                                   userPrompt: repeated ? value["user_system_prompt"]?.stringValue : nil,
+                                   record: .init(raw), file: file, line: line)
         }, write: { _, task in
             try writer.write(task)
         })
@@ -162,7 +167,7 @@ extension Warehouse {
     /// Makes the server's tool rows mirror `tools` (inserting, updating, removing).
     static func storeTools(_ session: IngestSession, _ tools: [ToolSpec], serverID: Int64, server: String, file: String) throws {
         let db = session.db
-        let existing = try Row.fetchAll(db, sql: "SELECT id, name, api_name, schema, ordinal FROM tools WHERE server_id = ?", arguments: [serverID])
+        let existing = try Row.fetchAll(db, sql: "SELECT id, name, api_name, schema, ordinal, updated_at FROM tools WHERE server_id = ?", arguments: [serverID])
         var byName: [String: Row] = [:]
         for row in existing { byName[row["name"]] = row }
         let keep = Set(tools.map(\.name))
@@ -170,27 +175,33 @@ extension Warehouse {
             try db.execute(sql: "DELETE FROM tools WHERE id = ?", arguments: [row["id"] as Int64])
             session.report["tools"].removed += 1
         }
-        // Park ordinals and api names so reordering cannot trip the unique constraints.
-        var taken = Set<String>()
-        for t in tools where ToolNames.isAPISafe(t.name) { taken.insert(t.name) }
-        for (ordinal, t) in tools.enumerated() {
-            let schema = t.schema.jsonText
-            let apiName: String
+        // API names for the whole new list first, so a new tool cannot take a name that an
+        // unsafe tool's mapping also wants.
+        var taken = Set(tools.map(\.name).filter(ToolNames.isAPISafe))
+        var apiNames: [String] = []
+        for t in tools {
             if ToolNames.isAPISafe(t.name) {
-                apiName = t.name
+                apiNames.append(t.name)
             } else {
-                apiName = ToolNames.apiSafe(t.name, taken: taken)
+                let apiName = ToolNames.apiSafe(t.name, taken: taken)
                 taken.insert(apiName)
+                apiNames.append(apiName)
                 session.report.notices.append("\(file): tool \"\(t.name)\" is not a valid OpenAI tool name (^[a-zA-Z0-9_-]{1,64}$); it is offered to models as \"\(apiName)\" and mapped back on every call")
             }
+        }
+        // Park the old rows' api names and ordinals so reordering and renaming cannot trip the
+        // unique constraints while rows are rewritten one by one.
+        try db.execute(sql: "UPDATE tools SET api_name = '\u{1}' || id, ordinal = -id WHERE server_id = ?", arguments: [serverID])
+        for (ordinal, t) in tools.enumerated() {
+            let schema = t.schema.jsonText
+            let apiName = apiNames[ordinal]
             if let row = byName[t.name] {
-                if row["schema"] as String == schema && row["api_name"] as String == apiName && row["ordinal"] as Int == ordinal {
-                    session.report.count("tools", .unchanged)
-                    continue
-                }
+                let unchanged = row["schema"] as String == schema && row["api_name"] as String == apiName
+                    && row["ordinal"] as Int == ordinal
                 try db.execute(sql: "UPDATE tools SET ordinal = ?, api_name = ?, description = ?, schema = ?, updated_at = ? WHERE id = ?",
-                               arguments: [ordinal, apiName, t.description, schema, session.now, row["id"] as Int64])
-                session.report.count("tools", .updated)
+                               arguments: [ordinal, apiName, t.description, schema,
+                                           unchanged ? row["updated_at"] as String : session.now, row["id"] as Int64])
+                session.report.count("tools", unchanged ? .unchanged : .updated)
             } else {
                 try db.execute(sql: """
                     INSERT INTO tools(server_id, ordinal, name, api_name, description, schema, created_at, updated_at)

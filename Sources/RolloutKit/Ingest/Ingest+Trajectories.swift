@@ -284,7 +284,9 @@ enum MessageWriter {
                 pending.append((db.lastInsertedRowID, call.id))
             }
             if m.role == "tool" {
-                let index = pending.firstIndex { m.toolCallID != nil && $0.callID == m.toolCallID } ?? (pending.isEmpty ? nil : 0)
+                // By id; only a result without an id is matched by position.
+                let index = m.toolCallID.map { id in pending.firstIndex { $0.callID == id } }
+                    ?? (pending.isEmpty ? nil : 0)
                 if let index {
                     let isError = m.extra?["is_error"]?.boolValue == true
                     try answer.execute(arguments: [messageID, m.content, isError ? 1 : 0, pending[index].rowID])

@@ -265,7 +265,7 @@ struct JSONArraySplitter {
     private var element: [UInt8] = []
     private var elementLine = 0
     private(set) var line = 1
-    private var sawBOM = false
+    private var sawElement = false
     private var offset = 0
 
     mutating func feed(_ bytes: UnsafeRawBufferPointer, file: String,
@@ -285,7 +285,12 @@ struct JSONArraySplitter {
                 state = .beforeElement
             case .beforeElement:
                 if isSpace(b) { continue }
-                if b == UInt8(ascii: "]") && element.isEmpty && depth == 0 { state = .done; continue }
+                if b == UInt8(ascii: "]") {
+                    if sawElement { throw IngestError(file: file, line: line, "a trailing ',' before ']' (not valid JSON)") }
+                    state = .done
+                    continue
+                }
+                sawElement = true
                 state = .inElement
                 elementLine = line
                 element.removeAll(keepingCapacity: true)

@@ -89,6 +89,9 @@ public struct JSONObject: Sendable, Equatable, Hashable, Sequence {
     }
 
     public var count: Int { keys.count }
+
+    /// True when a key appears more than once (as parsed; lookups take the last).
+    public var hasRepeatedKeys: Bool { Set(keys).count != keys.count }
     public var isEmpty: Bool { keys.isEmpty }
 
     public subscript(key: String) -> JSONValue? {

@@ -157,9 +157,10 @@ public struct QueryRunner: Sendable {
     }
 
     /// Binds integers and reals as numbers so comparisons with numeric columns work.
+    /// Only text that reads back the same as the number is bound as one ("007" stays text).
     static func bindValue(_ v: String) -> any DatabaseValueConvertible {
-        if let i = Int64(v) { return i }
-        if let d = Double(v), v.contains(".") { return d }
+        if let i = Int64(v), String(i) == v { return i }
+        if let d = Double(v), d.isFinite, v.contains("."), "\(d)" == v { return d }
         return v
     }
 }
