@@ -91,7 +91,11 @@ public struct JSONObject: Sendable, Equatable, Hashable, Sequence {
     public var count: Int { keys.count }
 
     /// True when a key appears more than once (as parsed; lookups take the last).
-    public var hasRepeatedKeys: Bool { Set(keys).count != keys.count }
+    public var hasRepeatedKeys: Bool {
+        if keys.count > 16 { return Set(keys).count != keys.count }
+        for i in keys.indices { for j in keys.indices where j > i && keys[i] == keys[j] { return true } }
+        return false
+    }
     public var isEmpty: Bool { keys.isEmpty }
 
     public subscript(key: String) -> JSONValue? {
