@@ -93,6 +93,8 @@ CREATE TABLE tools (
 -- none). `opening` is the first user message / question / problem statement; `user_prompt` the
 -- user simulator's scenario; `answer` the reference answer; `criteria` evaluation criteria as
 -- JSON; `record` the source record exactly as read.
+-- When: `created_ingest` first wrote the row, `changed_ingest` last changed its content,
+-- `seen_ingest` last read it (ingests.started_at has the times; a million rows need no copies).
 -- `opening` and `user_prompt` are computed: from `opening_text` / `user_prompt_text` when the
 -- ingest stored one, else from the record (a Rollout-framework query keeps them at
 -- $.messages[0].content and $.user_system_prompt, so a million queries are not stored twice).
@@ -110,9 +112,9 @@ CREATE TABLE tasks (
     content_hash     INTEGER NOT NULL,
     source_file      TEXT,
     source_line      INTEGER,
-    ingest_id        INTEGER REFERENCES ingests(id),
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
+    created_ingest   INTEGER NOT NULL REFERENCES ingests(id),
+    changed_ingest   INTEGER NOT NULL REFERENCES ingests(id),
+    seen_ingest      INTEGER NOT NULL REFERENCES ingests(id),
     opening          TEXT GENERATED ALWAYS AS (coalesce(opening_text,
                          CASE WHEN json_extract(record, '$.messages[0].role') = 'user'
                               THEN json_extract(record, '$.messages[0].content') END)) VIRTUAL,

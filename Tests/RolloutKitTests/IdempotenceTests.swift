@@ -114,7 +114,7 @@ struct IdempotenceTests {
         #expect(report["tasks"].unchanged == 16)
         #expect(report["tasks"].inserted == 0)
         expectSameCounts(before, try w.counts())
-        let row = try #require(try w.rows("SELECT user_prompt, record, ingest_id FROM tasks WHERE external_id = 'lib00002'").first)
+        let row = try #require(try w.rows("SELECT user_prompt, record, changed_ingest AS ingest_id FROM tasks WHERE external_id = 'lib00002'").first)
         #expect(row["user_prompt"] as String == "You are a user who needs help with: a changed goal")
         #expect(row["record"] as String == lines[1])
         #expect(row["ingest_id"] as Int64 == report.ingestID)

@@ -58,7 +58,7 @@ struct IngestRoundTripTests {
         #expect(task["user_prompt"] as String == "You are a user who needs help with: renewing library loans\n\nYour goal: Renew every loan that can still be renewed and learn the new due dates.\n\nInformation you know: Member id M-1001.")
         #expect(Array((task["record"] as String).utf8) == Array(line.utf8))
         #expect(task["source_line"] as Int == 1)
-        #expect(task["ingest_id"] as Int64 == report.ingestID)
+        #expect(task["created_ingest"] as Int64 == report.ingestID)
 
         let ingest = try #require(try w.rows("SELECT * FROM ingests").first)
         #expect(try w.count("ingests") == 1)

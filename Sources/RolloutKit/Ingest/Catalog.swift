@@ -155,21 +155,21 @@ final class TaskWriter {
         self.datasetID = datasetID
         let db = session.db
         lookup = try db.makeStatement(sql: """
-            SELECT id, content_hash, ingest_id, source_file, source_line, domain_id FROM tasks
+            SELECT id, content_hash, seen_ingest, source_file, source_line, domain_id FROM tasks
             WHERE dataset_id = ? AND external_id = ?
             """)
         insert = try db.makeStatement(sql: """
             INSERT INTO tasks(dataset_id, external_id, domain_id, opening_text, user_prompt_text, answer, criteria, splits,
-                record, content_hash, source_file, source_line, ingest_id, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                record, content_hash, source_file, source_line, created_ingest, changed_ingest, seen_ingest)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?13)
             ON CONFLICT (dataset_id, external_id) DO NOTHING
             """)
         update = try db.makeStatement(sql: """
             UPDATE tasks SET domain_id = ?3, opening_text = ?4, user_prompt_text = ?5, answer = ?6, criteria = ?7, splits = ?8,
-                record = ?9, content_hash = ?10, source_file = ?11, source_line = ?12, ingest_id = ?13, updated_at = ?15
+                record = ?9, content_hash = ?10, source_file = ?11, source_line = ?12, changed_ingest = ?13, seen_ingest = ?13
             WHERE id = ?1
             """)
-        touch = try db.makeStatement(sql: "UPDATE tasks SET ingest_id = ?, source_file = ?, source_line = ? WHERE id = ?")
+        touch = try db.makeStatement(sql: "UPDATE tasks SET seen_ingest = ?, source_file = ?, source_line = ? WHERE id = ?")
     }
 
     /// Returns the task's row id.
@@ -214,7 +214,7 @@ final class TaskWriter {
         throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: String(cString: sqlite3_errmsg(session.db.sqliteConnection)))
     }
 
-    /// Binds the 15 parameters shared by the insert and update statements and steps once.
+    /// Binds the 13 parameters shared by the insert and update statements and steps once.
     private func run(_ statement: Statement, _ t: Task, hash: Int64, first: Int64) throws {
         let stmt = statement.sqliteStatement
         defer { sqlite3_reset(stmt); sqlite3_clear_bindings(stmt) }
@@ -230,8 +230,6 @@ final class TaskWriter {
         bindText(stmt, 11, t.file)
         if let l = t.line { sqlite3_bind_int64(stmt, 12, Int64(l)) }
         sqlite3_bind_int64(stmt, 13, session.ingestID)
-        bindText(stmt, 14, session.now)
-        bindText(stmt, 15, session.now)
         // The record is bound without a copy (SQLITE_STATIC): the bytes stay put until the
         // step inside this closure is done, and the deferred reset unbinds them.
         let rc = t.record.bytes.withUnsafeBytes { b in

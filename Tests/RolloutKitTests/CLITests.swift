@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+/// The `rollout` executable as a user runs it: output, exit codes, and the README's commands.
+@Suite("CLI")
+struct CLITests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let binary = root.appending(path: ".build/debug/rollout").path
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    /// Runs the binary in `directory` and waits for it.
+    static func rollout(_ arguments: [String], in directory: URL) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        var environment = ProcessInfo.processInfo.environment
+        environment["ROLLOUT_DB"] = nil
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    static func scratch() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appending(path: "rollout-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func quickstartCreatesTheWarehouseAndIsIdempotent() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let first = try Self.rollout(["quickstart"], in: dir)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("tasks: 17 inserted, 0 updated, 0 unchanged"))
+        #expect(FileManager.default.fileExists(atPath: dir.appending(path: "rollout.db").path))
+        #expect(FileManager.default.fileExists(atPath: dir.appending(path: "rollout-example/single_domain/policies/Library.md").path))
+        let second = try Self.rollout(["quickstart"], in: dir)
+        #expect(second.status == 0)
+        #expect(second.stdout.contains("tasks: 0 inserted, 0 updated, 17 unchanged"))
+
+        let domains = try Self.rollout(["domains", "--cross", "--json"], in: dir)
+        #expect(domains.status == 0)
+        #expect(domains.stdout == #"[{"domain":"CityTransit+Library","members":2,"policy":"own","tools":9,"tasks":4}]"# + "\n")
+
+        let status = try Self.rollout(["db", "status"], in: dir)
+        #expect(status.stdout.contains("schema version: 1 (0001_warehouse), up to date"))
+        #expect(status.stdout.contains("journal mode:   wal"))
+
+        let query = try Self.rollout(["query", "tasks-by-dataset", "--param", "dataset=Library", "--csv"], in: dir)
+        #expect(query.stdout == "dataset,kind,domain,tasks\r\nLibrary,dialogue,Library,7\r\n")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func badInputExitsNonZeroWithFileLineAndFieldAndChangesNothing() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try Self.rollout(["quickstart"], in: dir)
+        let before = try Self.rollout(["stats", "--json"], in: dir).stdout
+        let bad = #"{"id":"x1","user_system_prompt":"p"}"# + "\n" + #"{"id":"x2"}"# + "\n"
+        try bad.write(to: dir.appending(path: "bad.jsonl"), atomically: true, encoding: .utf8)
+        let result = try Self.rollout(["ingest", "queries", "bad.jsonl", "--domain", "Library"], in: dir)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("bad.jsonl:2: user_system_prompt: missing (required)"))
+        #expect(try Self.rollout(["stats", "--json"], in: dir).stdout == before)
+
+        let skipped = try Self.rollout(["ingest", "queries", "bad.jsonl", "--domain", "Library", "--skip-invalid"], in: dir)
+        #expect(skipped.status == 0)
+        #expect(skipped.stdout.contains("1 invalid record(s) skipped"))
+        let errors = try Self.rollout(["query", "ingest-errors", "--csv"], in: dir)
+        #expect(errors.stdout.contains("bad.jsonl,2,user_system_prompt,missing (required)"))
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func readOnlyCommandsDoNotCreateAWarehouse() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let result = try Self.rollout(["stats"], in: dir)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("no warehouse here"))
+        #expect(!FileManager.default.fileExists(atPath: dir.appending(path: "rollout.db").path))
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func configCheckValidatesTheShippedConfig() throws {
+        let result = try Self.rollout(["config", "check", "--config", "configs/example.yml"], in: Self.root)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("configs/example.yml: ok — 2 dataset(s)"))
+        #expect(!result.stdout.contains("sk-"))
+    }
+}
