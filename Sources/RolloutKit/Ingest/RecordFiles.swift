@@ -15,7 +15,7 @@ enum RecordFiles {
     ) throws {
         try checkRegularFile(file)
         session.report.files += 1
-        let channel = Channel<LineItem<P>>(capacity: 16)
+        let channel = BatchChannel<LineItem<P>>(capacity: 16)
         let reader = Thread {
             var batch: [LineItem<P>] = []
             batch.reserveCapacity(256)
@@ -179,7 +179,7 @@ enum LineItem<P: Sendable>: Sendable {
 
 /// A bounded, blocking FIFO of batches between two threads.
 /// `@unchecked Sendable`: every stored property is read and written only with `condition` held.
-final class Channel<T: Sendable>: @unchecked Sendable {
+final class BatchChannel<T: Sendable>: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [[T]] = []
     private var head = 0

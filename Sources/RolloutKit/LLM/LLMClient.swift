@@ -1,0 +1,257 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// Where and how to send one model's requests. Built from a registry entry; `apiKey` is the
+/// expanded secret and lives only in memory.
+public struct Endpoint: Sendable {
+    public var provider: ModelEntry.Provider
+    /// `https://api.openai.com/v1`, `http://host:8000/v1`, `https://api.anthropic.com`.
+    public var apiBase: String
+    public var apiKey: String?
+    /// The model name the provider knows.
+    public var model: String
+    public var thinkingStyle: ThinkingStyle
+    public var anthropicVersion = "2023-06-01"
+
+    public init(provider: ModelEntry.Provider, apiBase: String, apiKey: String?, model: String,
+                thinkingStyle: ThinkingStyle = .none) {
+        self.provider = provider
+        self.apiBase = apiBase.hasSuffix("/") ? String(apiBase.dropLast()) : apiBase
+        self.apiKey = apiKey
+        self.model = model
+        self.thinkingStyle = thinkingStyle
+    }
+
+    /// The registry entry resolved for calling: `${VAR}` references expanded now.
+    public init(entry: ModelEntry, environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let model = String(entry.name.split(separator: "/", maxSplits: 1).last ?? Substring(entry.name))
+        let base = try EnvReference.expand(entry.apiBase ?? "", environment: environment, keyPath: "models.\(entry.name).api_base")
+        let key = try entry.apiKey.map { try EnvReference.expand($0, environment: environment, keyPath: "models.\(entry.name).api_key") }
+        let style = entry.settings["thinking_style"]?.stringValue.flatMap(ThinkingStyle.init(rawValue:))
+            ?? (entry.mode == "chat_template_kwargs" ? .chatTemplateKwargs : .none)
+        self.init(provider: entry.provider, apiBase: base, apiKey: key, model: entry.settings["model"]?.stringValue ?? model,
+                  thinkingStyle: style)
+    }
+
+    var url: String {
+        switch provider {
+        case .anthropic: apiBase + (apiBase.hasSuffix("/v1") ? "/messages" : "/v1/messages")
+        default: apiBase + "/chat/completions"
+        }
+    }
+}
+
+/// How hard to try: attempts per call, exponential backoff with jitter, timeouts.
+public struct RetryPolicy: Sendable {
+    /// Attempts per call, the first included.
+    public var maxAttempts = 5
+    public var baseDelay: Double = 0.5
+    public var maxDelay: Double = 30
+    /// Longest `Retry-After` honoured; a server asking for more is waited for this long.
+    public var maxRetryAfter: Double = 120
+    public var connectTimeout: Double = 10
+    /// Whole request, connection to last byte.
+    public var requestTimeout: Double = 600
+
+    public init(maxAttempts: Int = 5, baseDelay: Double = 0.5, maxDelay: Double = 30, maxRetryAfter: Double = 120,
+                connectTimeout: Double = 10, requestTimeout: Double = 600) {
+        self.maxAttempts = maxAttempts
+        self.baseDelay = baseDelay
+        self.maxDelay = maxDelay
+        self.maxRetryAfter = maxRetryAfter
+        self.connectTimeout = connectTimeout
+        self.requestTimeout = requestTimeout
+    }
+
+    /// Delay before attempt `attempt + 1` (attempt counts from 1): full-jitter exponential,
+    /// never below the server's `Retry-After`.
+    public func delay(afterAttempt attempt: Int, retryAfter: Double?, random: Double = .random(in: 0...1)) -> Double {
+        let ceiling = min(maxDelay, baseDelay * pow(2, Double(attempt - 1)))
+        let backoff = ceiling * (0.5 + 0.5 * random)
+        guard let retryAfter else { return backoff }
+        return max(backoff, min(retryAfter, maxRetryAfter))
+    }
+}
+
+/// Retries shared by a whole run, so a persistently failing endpoint ends the run quickly
+/// instead of every call spending its own retries.
+public final class RetryBudget: Sendable {
+    private let remaining: Mutex<Int>
+    public init(retries: Int) { remaining = Mutex(retries) }
+
+    /// Takes one retry; false when the budget is spent.
+    public func take() -> Bool {
+        remaining.withLock { n in
+            guard n > 0 else { return false }
+            n -= 1
+            return true
+        }
+    }
+
+    public var left: Int { remaining.withLock { $0 } }
+}
+
+/// One HTTP attempt, as the ledger (`llm_calls`) records it.
+public struct CallAttempt: Sendable, Equatable {
+    public var attempt: Int
+    public var httpStatus: Int?
+    public var latencyMs: Double
+    public var usage: TokenUsage?
+    public var finishReason: String?
+    /// What went wrong, with no secret in it; nil for a success.
+    public var error: String?
+    /// sha256 of the request body, so identical requests can be found.
+    public var requestHash: String
+}
+
+/// The shared HTTP client for every model call of the process: one connection pool sized to
+/// the concurrency, retries with backoff, and a record of every attempt.
+public final class LLMClient: Sendable {
+    let http: HTTPClient
+
+    /// `maxConnectionsPerHost` should be at least the number of requests in flight.
+    public init(maxConnectionsPerHost: Int = 64, connectTimeout: Double = 10) {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(60),
+                                             concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, maxConnectionsPerHost))
+        configuration.timeout = .init(connect: .milliseconds(Int64(connectTimeout * 1000)))
+        configuration.decompression = .enabled(limit: .ratio(50))
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    public func shutdown() async throws { try await http.shutdown() }
+
+    /// The request body and headers for `request` at `endpoint` (exposed for tests and hashes).
+    public static func encode(_ request: ChatRequest, for endpoint: Endpoint) -> (body: [UInt8], headers: [(String, String)]) {
+        var r = request
+        r.model = endpoint.model
+        var headers: [(String, String)] = [("Content-Type", "application/json")]
+        let body: JSONValue
+        switch endpoint.provider {
+        case .anthropic:
+            body = AnthropicCodec.body(for: r)
+            if let key = endpoint.apiKey { headers.append(("x-api-key", key)) }
+            headers.append(("anthropic-version", endpoint.anthropicVersion))
+        default:
+            body = OpenAICodec.body(for: r, thinkingStyle: endpoint.thinkingStyle)
+            if let key = endpoint.apiKey, !key.isEmpty { headers.append(("Authorization", "Bearer \(key)")) }
+        }
+        return (Array(body.jsonText.utf8), headers)
+    }
+
+    /// Sends `request`, retrying what is worth retrying, and reports every attempt to
+    /// `onAttempt` (failed ones included) before returning or throwing the last error.
+    public func complete(_ request: ChatRequest, endpoint: Endpoint, policy: RetryPolicy = .init(), budget: RetryBudget? = nil,
+                         onAttempt: @Sendable (CallAttempt) -> Void = { _ in }) async throws -> ChatResponse {
+        let (body, headers) = Self.encode(request, for: endpoint)
+        let hash = body.withUnsafeBytes { b in var h = SHA256(); h.update(b); return h.hexDigest() }
+        var attempt = 0
+        while true {
+            attempt += 1
+            try Task.checkCancellation()
+            let started = ContinuousClock.now
+            var status: Int?
+            var retryAfter: Double?
+            let failure: LLMError
+            do {
+                var http = HTTPClientRequest(url: endpoint.url)
+                http.method = .POST
+                for (k, v) in headers { http.headers.add(name: k, value: v) }
+                http.body = .bytes(ByteBuffer(bytes: body))
+                let response = try await self.http.execute(http, timeout: .milliseconds(Int64(policy.requestTimeout * 1000)))
+                status = Int(response.status.code)
+                retryAfter = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
+                let bytes = try await Self.collect(response.body, expected: response.headers.first(name: "content-length").flatMap(Int.init))
+                let decoded = try Self.decode(bytes, status: Int(response.status.code), provider: endpoint.provider)
+                onAttempt(CallAttempt(attempt: attempt, httpStatus: status, latencyMs: started.millisecondsSince,
+                                      usage: decoded.usage, finishReason: decoded.finishReason, error: nil, requestHash: hash))
+                return decoded
+            } catch let e as LLMError {
+                failure = e
+            } catch is CancellationError {
+                onAttempt(CallAttempt(attempt: attempt, httpStatus: status, latencyMs: started.millisecondsSince,
+                                      error: "cancelled", requestHash: hash))
+                throw CancellationError()
+            } catch {
+                failure = LLMError.transport(Self.describe(error), status: status)
+            }
+            onAttempt(CallAttempt(attempt: attempt, httpStatus: failure.status ?? status, latencyMs: started.millisecondsSince,
+                                  error: failure.description, requestHash: hash))
+            guard Self.shouldRetry(failure), attempt < policy.maxAttempts, budget?.take() ?? true else { throw failure }
+            let wait = policy.delay(afterAttempt: attempt, retryAfter: retryAfter)
+            try await Task.sleep(for: .milliseconds(Int64(wait * 1000)))
+        }
+    }
+
+    /// Retry what may go differently next time: retryable statuses, a dropped or timed-out
+    /// connection, and a 2xx whose body arrived broken (cut short, empty, not JSON).
+    static func shouldRetry(_ e: LLMError) -> Bool {
+        if e.retryable || e.kind == .connection { return true }
+        let success = e.status.map { (200..<300).contains($0) } ?? true
+        return success && [.truncatedBody, .emptyBody, .invalidJSON].contains(e.kind)
+    }
+
+    static func decode(_ bytes: [UInt8], status: Int, provider: ModelEntry.Provider) throws(LLMError) -> ChatResponse {
+        switch provider {
+        case .anthropic: try AnthropicCodec.decode(bytes, status: status)
+        default: try OpenAICodec.decode(bytes, status: status)
+        }
+    }
+
+    /// The body, or a truncation error when the connection ended before Content-Length.
+    static func collect(_ body: HTTPClientResponse.Body, expected: Int?) async throws -> [UInt8] {
+        var out: [UInt8] = []
+        if let expected { out.reserveCapacity(expected) }
+        do {
+            for try await var chunk in body {
+                out += chunk.readBytes(length: chunk.readableBytes) ?? []
+                if out.count > 256 << 20 { throw LLMError.transport("response body over 256 MiB", status: nil) }
+            }
+        } catch let e as LLMError {
+            throw e
+        } catch {
+            throw LLMError.truncated("the response body ended early (\(out.count) of \(expected.map(String.init) ?? "?") bytes): \(describe(error))")
+        }
+        if let expected, out.count < expected {
+            throw LLMError.truncated("the response body ended early (\(out.count) of \(expected) bytes)")
+        }
+        return out
+    }
+
+    /// Seconds from `Retry-After` (delta-seconds or an HTTP date).
+    static func parseRetryAfter(_ text: String) -> Double? {
+        if let s = Double(text.trimmingCharacters(in: .whitespaces)) { return max(0, s) }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "GMT")
+        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return f.date(from: text).map { max(0, $0.timeIntervalSinceNow) }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let e = error as? HTTPClientError { return "connection: \(e)" }
+        return "connection: \(error)"
+    }
+}
+
+extension LLMError {
+    /// The connection failed, timed out or was reset before a full response arrived.
+    static func transport(_ message: String, status: Int?) -> LLMError {
+        LLMError(.connection, status: status, message: message)
+    }
+
+    /// The connection ended before the body was complete.
+    static func truncated(_ message: String) -> LLMError {
+        LLMError(.truncatedBody, message: message)
+    }
+}
+
+extension ContinuousClock.Instant {
+    var millisecondsSince: Double {
+        let d = ContinuousClock.now - self
+        return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import GRDB
+import Synchronization
+
+/// Who a call was made for, as the ledger records it.
+public struct CallContext: Sendable {
+    public enum Role: String, Sendable { case agent, user, judge, batch, chat }
+    public var role: Role
+    public var runID: Int64?
+    public var rolloutID: Int64?
+
+    public init(role: Role, runID: Int64? = nil, rolloutID: Int64? = nil) {
+        self.role = role
+        self.runID = runID
+        self.rolloutID = rolloutID
+    }
+}
+
+/// Calls registered models by name (`openai/gpt-4o`, `mock/agent`) and writes every attempt
+/// to `llm_calls`: the one entry point the engine, graders and `rollout chat` use.
+public final class ModelClient: Sendable {
+    public let registry: ModelRegistry
+    public let http: LLMClient
+    public let policy: RetryPolicy
+    public let budget: RetryBudget?
+    let ledger: Ledger?
+    let environment: [String: String]
+
+    public init(registry: ModelRegistry, http: LLMClient, warehouse: Warehouse?, policy: RetryPolicy = .init(),
+                budget: RetryBudget? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.registry = registry
+        self.http = http
+        self.policy = policy
+        self.budget = budget
+        self.ledger = warehouse.map(Ledger.init)
+        self.environment = environment
+    }
+
+    /// Sends `request` to the model registered as `name`. The request's `model` field is
+    /// replaced by the provider-side name.
+    public func complete(_ name: String, _ request: ChatRequest, context: CallContext) async throws -> ChatResponse {
+        let entry = try registry.resolve(name, keyPath: "model")
+        if entry.provider == .mock {
+            let started = ContinuousClock.now
+            var r = request
+            r.model = name
+            let mock: MockModel
+            do { mock = try MockModel(entry: entry) } catch {
+                throw ConfigError(file: registry.file, line: nil, keyPath: "models.\(name)", reason: error.description)
+            }
+            let response = mock.respond(to: r)
+            let hash = Hashing.sha256Hex(MockServerWire.openAIRequestText(r))
+            try await ledger?.record([CallAttempt(attempt: 1, httpStatus: nil, latencyMs: started.millisecondsSince,
+                                                  usage: response.usage, finishReason: response.finishReason, error: nil,
+                                                  requestHash: hash)], entry: entry, context: context)
+            return response
+        }
+        let endpoint = try Endpoint(entry: entry, environment: environment)
+        let attempts = Mutex<[CallAttempt]>([])
+        do {
+            let response = try await http.complete(request, endpoint: endpoint, policy: policy, budget: budget) { a in
+                attempts.withLock { $0.append(a) }
+            }
+            try await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
+            return response
+        } catch {
+            try? await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
+            throw error
+        }
+    }
+}
+
+/// Writes `llm_calls` rows, with the cost from the registry's prices.
+struct Ledger: Sendable {
+    let warehouse: Warehouse
+
+    init(_ warehouse: Warehouse) { self.warehouse = warehouse }
+
+    /// USD for one response: uncached prompt, cached prompt and completion tokens at their prices.
+    static func cost(_ usage: TokenUsage?, entry: ModelEntry) -> Double? {
+        guard let usage, let input = entry.priceInput, let output = entry.priceOutput else { return nil }
+        let prompt = Double(usage.promptTokens ?? 0), cached = Double(usage.cachedTokens ?? 0)
+        let completion = Double(usage.completionTokens ?? 0)
+        let cachedPrice = entry.priceCached ?? input
+        return ((prompt - cached) * input + cached * cachedPrice + completion * output) / 1_000_000
+    }
+
+    func record(_ attempts: [CallAttempt], entry: ModelEntry, context: CallContext) async throws {
+        guard !attempts.isEmpty else { return }
+        let now = Timestamp.now()
+        try await warehouse.writer.write { db in
+            let insert = try db.cachedStatement(sql: """
+                INSERT INTO llm_calls(run_id, rollout_id, role, model, provider, attempt, http_status, latency_ms,
+                    prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, finish_reason, error,
+                    request_hash, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for a in attempts {
+                try insert.execute(arguments: [context.runID, context.rolloutID, context.role.rawValue, entry.name,
+                                               entry.provider.rawValue, a.attempt, a.httpStatus, a.latencyMs,
+                                               a.usage?.promptTokens, a.usage?.completionTokens, a.usage?.reasoningTokens,
+                                               a.usage?.cachedTokens, Self.cost(a.usage, entry: entry), a.finishReason, a.error,
+                                               a.requestHash, now])
+            }
+        }
+    }
+}
