@@ -276,3 +276,72 @@ struct LLMClientTests {
         }
     }
 }
+
+/// Per-model limits: concurrency slots and token buckets.
+@Suite("Model limits")
+struct ModelLimiterTests {
+    /// Largest number of holders seen at once. `@unchecked Sendable`: guarded by `lock`.
+    final class Peak: @unchecked Sendable {
+        private let lock = NSLock()
+        private var now = 0
+        private(set) var peak = 0
+        func enter() { lock.withLock { now += 1; peak = max(peak, now) } }
+        func leave() { lock.withLock { now -= 1 } }
+    }
+
+    @Test func concurrencyNeverExceedsTheLimit() async throws {
+        let limiter = ModelLimiter(.init(maxConcurrency: 3))
+        let peak = Peak()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<30 {
+                group.addTask {
+                    try await limiter.acquire(estimatedTokens: 1)
+                    peak.enter()
+                    try await Task.sleep(for: .milliseconds(5))
+                    peak.leave()
+                    await limiter.release()
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(peak.peak == 3)
+        #expect(await limiter.active == 0)
+    }
+
+    @Test func requestsPerMinuteSpacesRequestsOutAfterTheBurst() async throws {
+        // 120 rpm: the bucket starts with a minute's worth (120), then refills 2 per second.
+        let limiter = ModelLimiter(.init(requestsPerMinute: 120))
+        let started = ContinuousClock.now
+        for _ in 0..<120 {
+            try await limiter.acquire(estimatedTokens: 1)
+            await limiter.release()
+        }
+        let burst = ContinuousClock.now - started
+        for _ in 0..<2 {
+            try await limiter.acquire(estimatedTokens: 1)
+            await limiter.release()
+        }
+        #expect(burst < .milliseconds(500))
+        // Two more at 2 per second: about a second (each wait is at least 0.5 s minus drift).
+        #expect(ContinuousClock.now - started >= .milliseconds(900))
+    }
+
+    @Test func cancelledWaiterLeavesTheQueue() async throws {
+        let limiter = ModelLimiter(.init(maxConcurrency: 1))
+        try await limiter.acquire(estimatedTokens: 1)
+        let waiter = Task { try await limiter.acquire(estimatedTokens: 1) }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        await limiter.release()
+        #expect(await limiter.active == 0)
+        try await limiter.acquire(estimatedTokens: 1)
+        #expect(await limiter.active == 1)
+    }
+
+    @Test func limitsAreReadFromRegistrySettings() {
+        let l = ModelLimiter.Limits(settings: ["max_concurrency": JSONValue(8), "rpm": JSONValue(500), "tpm": JSONValue(30000)])
+        #expect(l == .init(maxConcurrency: 8, requestsPerMinute: 500, tokensPerMinute: 30000))
+        #expect(ModelLimiter.Limits(settings: [:]).isUnlimited)
+    }
+}

@@ -25,6 +25,8 @@ public final class ModelClient: Sendable {
     public let budget: RetryBudget?
     let ledger: Ledger?
     let environment: [String: String]
+    /// One limiter per model that has limits in the registry.
+    let limiters: [String: ModelLimiter]
 
     public init(registry: ModelRegistry, http: LLMClient, warehouse: Warehouse?, policy: RetryPolicy = .init(),
                 budget: RetryBudget? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -34,6 +36,12 @@ public final class ModelClient: Sendable {
         self.budget = budget
         self.ledger = warehouse.map(Ledger.init)
         self.environment = environment
+        var limiters: [String: ModelLimiter] = [:]
+        for e in registry.entries {
+            let limits = ModelLimiter.Limits(settings: e.settings)
+            if !limits.isUnlimited { limiters[e.name] = ModelLimiter(limits) }
+        }
+        self.limiters = limiters
     }
 
     /// Sends `request` to the model registered as `name`. The request's `model` field is
@@ -56,17 +64,29 @@ public final class ModelClient: Sendable {
             return response
         }
         let endpoint = try Endpoint(entry: entry, environment: environment)
-        let attempts = Mutex<[CallAttempt]>([])
-        do {
-            let response = try await http.complete(request, endpoint: endpoint, policy: policy, budget: budget) { a in
-                attempts.withLock { $0.append(a) }
-            }
-            try await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
-            return response
-        } catch {
-            try? await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
-            throw error
+        let limiter = limiters[name]
+        if let limiter {
+            let estimate = MockServerWire.openAIRequestText(request).utf8.count / 4
+                + (request.options.maxTokens ?? request.options.maxCompletionTokens ?? 0)
+            try await limiter.acquire(estimatedTokens: estimate)
         }
+        let attempts = Mutex<[CallAttempt]>([])
+        let result: Result<ChatResponse, any Error>
+        do {
+            result = .success(try await http.complete(request, endpoint: endpoint, policy: policy, budget: budget) { a in
+                attempts.withLock { $0.append(a) }
+            })
+        } catch {
+            result = .failure(error)
+        }
+        await limiter?.release()
+        switch result {
+        case .success:
+            try await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
+        case .failure:
+            try? await ledger?.record(attempts.withLock { $0 }, entry: entry, context: context)
+        }
+        return try result.get()
     }
 }
 
