@@ -18,5 +18,5 @@ fi
 
 if [ "${1:-}" = "--bench" ]; then
   # The baselines the benchmarks compare against.
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlite-utils
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlite-utils openai
 fi
