@@ -16,6 +16,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
 fi
 
+if [ "${1:-}" = "--test" ]; then
+  # fakellm: an independent OpenAI/Anthropic mock server the integration tests talk to.
+  python3 -c "import fakellm" 2>/dev/null || \
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fakellm
+fi
+
 if [ "${1:-}" = "--bench" ]; then
   # The baselines the benchmarks compare against.
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlite-utils openai
