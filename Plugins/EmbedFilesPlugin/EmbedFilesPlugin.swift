@@ -1,14 +1,14 @@
 import Foundation
 import PackagePlugin
 
-/// Embeds the package's `schema/`, `queries/` and `examples/` folders into the RolloutKit module
+/// Embeds the package's `schema/`, `queries/`, `examples/` and `configs/` folders into the RolloutKit module
 /// as generated Swift source, so the SQL files stay the single source of truth and the binary
 /// needs nothing beside it at run time.
 @main
 struct EmbedFilesPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
         let root = context.package.directoryURL
-        let folders = ["schema", "queries", "examples"]
+        let folders = ["schema", "queries", "examples", "configs"]
         var inputs: [URL] = []
         let fm = FileManager.default
         for folder in folders {

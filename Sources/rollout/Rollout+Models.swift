@@ -49,14 +49,14 @@ struct Chat: AsyncParsableCommand {
     @Argument(help: "The user message.") var prompt: String
     @Option(name: .long, help: "A system prompt.") var system: String?
     @Option(name: .long, help: "An OpenAI tool list (JSON) to offer.") var tools: String?
-    @Option(name: .long, help: "The model registry.") var models = "configs/models.yml"
+    @Option(name: .long, help: "The model registry (default: configs/models.yml, else the bundled one).") var models: String?
     @Option(name: .long, help: "Sampling temperature.") var temperature: Double?
     @Option(name: .long, help: "Most tokens to generate.") var maxTokens: Int?
     @Flag(name: .long, help: "Do not record the call in the warehouse's llm_calls.") var noLedger = false
     @Flag(name: .long, help: "Print the reply as JSON.") var json = false
 
     func run() async throws {
-        let registry = try reporting { try ModelRegistry.load(file: models) }
+        let registry = try reporting { try ModelRegistry.loadOrBundled(file: models ?? "configs/models.yml", isDefault: models == nil) }
         var messages: [ChatMessage] = []
         if let system { messages.append(ChatMessage(role: "system", content: system)) }
         messages.append(ChatMessage(role: "user", content: prompt))
@@ -65,6 +65,7 @@ struct Chat: AsyncParsableCommand {
                                   options: ChatOptions(temperature: temperature, maxTokens: maxTokens))
         let http = LLMClient()
         let w = noLedger ? nil : try warehouse.open()
+        if let w { try reporting { try w.registerModels(registry) } }
         let client = ModelClient(registry: registry, http: http, warehouse: w)
         let result: Result<ChatResponse, any Error>
         do {

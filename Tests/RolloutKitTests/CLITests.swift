@@ -101,4 +101,21 @@ struct CLITests {
         #expect(result.stdout.hasPrefix("configs/example.yml: ok — 2 dataset(s)"))
         #expect(!result.stdout.contains("sk-"))
     }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func chatWithTheBundledMockModelRecordsTheCall() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let result = try Self.rollout(["chat", "mock/agent", "hello there"], in: dir)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("You said: \"hello there\"."))
+        try "SELECT role, model, provider, attempt FROM llm_calls;".write(to: dir.appending(path: "calls.sql"), atomically: true, encoding: .utf8)
+        let rows = try Self.rollout(["query", "calls.sql", "--csv"], in: dir)
+        #expect(rows.stdout == "role,model,provider,attempt\r\nchat,mock/agent,mock,1\r\n")
+        let unknown = try Self.rollout(["chat", "mock/agnt", "hi", "--no-ledger"], in: dir)
+        #expect(unknown.status != 0)
+        #expect(unknown.stderr.contains("unknown model \"mock/agnt\""))
+        #expect(unknown.stderr.contains("mock/agent"))
+    }
 }
+

@@ -97,6 +97,19 @@ public struct ModelRegistry: Sendable {
 
     public func entry(named name: String) -> ModelEntry? { entries.first { $0.name == name } }
 
+    /// `file` when it exists; otherwise, for the default path, the registry bundled with the
+    /// binary (the mock models and commented examples), so `rollout chat mock/agent …` works in
+    /// any folder.
+    public static func loadOrBundled(file: String, isDefault: Bool) throws -> ModelRegistry {
+        if FileManager.default.fileExists(atPath: file) || !isDefault { return try load(file: file) }
+        let bundled = FileManager.default.temporaryDirectory.appending(path: "rollout-bundled-models-\(getpid()).yml")
+        try BundledFiles.data("configs/models.yml")!.write(to: bundled)
+        defer { try? FileManager.default.removeItem(at: bundled) }
+        var registry = try load(file: bundled.path)
+        registry.file = "(bundled configs/models.yml)"
+        return registry
+    }
+
     /// The entry for `name`, or an error listing what is registered.
     public func resolve(_ name: String, keyPath: String, line: Int? = nil, configFile: String? = nil) throws -> ModelEntry {
         if let e = entry(named: name) { return e }
