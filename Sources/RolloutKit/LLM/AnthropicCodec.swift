@@ -152,14 +152,7 @@ public enum AnthropicCodec {
     /// `{"type":"error","error":{"type","message"}}` (or any non-2xx) throws `apiError`; a reply
     /// without a `content` list throws `missingChoices`.
     public static func decode(_ body: [UInt8], status: Int) throws(LLMError) -> ChatResponse {
-        let value = try LLMWire.parseBody(body, status: status)
-        if let error = LLMWire.apiError(in: value, status: status) { throw error }
-        guard LLMWire.isSuccess(status) else {
-            throw LLMError(.apiError, status: status, message: LLMWire.excerpt(value.jsonText))
-        }
-        guard case .object(let root) = value else {
-            throw LLMError(.unexpectedShape, status: status, message: "expected a JSON object, found \(value.typeName)")
-        }
+        let root = try LLMWire.successObject(body, status: status)
         guard case .array(let blocks)? = root["content"] else {
             throw LLMError(.missingChoices, status: status,
                            message: "no `content` list (keys: \(root.keys.joined(separator: ", ")))")

@@ -122,6 +122,20 @@ public struct LLMError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// Reading response bodies the same way for every provider.
 enum LLMWire {
+    /// The top-level object of a successful reply: parse errors, error objects, non-2xx
+    /// statuses and non-object bodies are thrown; both codecs start here.
+    static func successObject(_ body: [UInt8], status: Int) throws(LLMError) -> JSONObject {
+        let value = try parseBody(body, status: status)
+        if let error = apiError(in: value, status: status) { throw error }
+        guard isSuccess(status) else {
+            throw LLMError(.apiError, status: status, message: excerpt(value.jsonText))
+        }
+        guard case .object(let root) = value else {
+            throw LLMError(.unexpectedShape, status: status, message: "expected a JSON object, found \(value.typeName)")
+        }
+        return root
+    }
+
     static func isSuccess(_ status: Int?) -> Bool { status.map { (200..<300).contains($0) } ?? true }
 
     /// Parses a response body as one JSON value, or says precisely why it is not one: empty,

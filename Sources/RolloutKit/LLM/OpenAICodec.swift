@@ -171,14 +171,7 @@ public enum OpenAICodec {
     /// `htmlErrorPage`, `emptyBody`, `invalidUTF8`, `truncatedBody`, `invalidJSON`,
     /// `missingChoices`, or `unexpectedShape`.
     public static func decode(_ body: [UInt8], status: Int) throws(LLMError) -> ChatResponse {
-        let value = try LLMWire.parseBody(body, status: status)
-        if let error = LLMWire.apiError(in: value, status: status) { throw error }
-        guard LLMWire.isSuccess(status) else {
-            throw LLMError(.apiError, status: status, message: LLMWire.excerpt(value.jsonText))
-        }
-        guard case .object(let root) = value else {
-            throw LLMError(.unexpectedShape, status: status, message: "expected a JSON object, found \(value.typeName)")
-        }
+        let root = try LLMWire.successObject(body, status: status)
         guard case .array(let choices)? = root["choices"], !choices.isEmpty else {
             let what = root["choices"].map { $0 == .array([]) ? "an empty `choices` list" : "`choices` of type \($0.typeName)" }
                 ?? "no `choices`"
@@ -197,16 +190,11 @@ public enum OpenAICodec {
     static func assistantMessage(_ m: JSONObject, status: Int?) throws(LLMError) -> ChatMessage {
         var extra = JSONObject()
         var modelled: Set<String> = ["role", "content", "reasoning_content", "tool_calls"]
-        var content: String?
-        switch m["content"] {
-        case nil, .null?: content = nil
-        case .string(let s)?: content = s
-        case .array(let parts)?:
-            content = parts.compactMap { $0["text"]?.stringValue }.joined()
-            extra["content"] = .array(parts)
-        case let other?:
-            throw LLMError(.unexpectedShape, status: status, message: "message content is a \(other.typeName)")
+        guard let (text, parts) = ChatMessage.content(m["content"]) else {
+            throw LLMError(.unexpectedShape, status: status, message: "message content is a \(m["content"]!.typeName)")
         }
+        var content = text
+        if let parts { extra["content"] = parts }
         var reasoning = m["reasoning_content"]?.stringValue
         if let r = m["reasoning"]?.stringValue, reasoning == nil || reasoning == r {
             reasoning = r

@@ -22,6 +22,17 @@ public struct ChatMessage: Sendable, Equatable {
 
     public static let roles: Set<String> = ["system", "user", "assistant", "tool"]
 
+    /// A message's `content` as text: a string, null, or a list of parts whose text parts are
+    /// joined (the list itself is returned so it can be kept). nil for any other JSON type.
+    static func content(_ value: JSONValue?) -> (text: String?, parts: JSONValue?)? {
+        switch value {
+        case nil, .null?: return (nil, nil)
+        case .string(let s)?: return (s, nil)
+        case .array(let parts)?: return (parts.compactMap { $0["text"]?.stringValue }.joined(), .array(parts))
+        default: return nil
+        }
+    }
+
     /// Reads an OpenAI-shaped message. `content` may be a string, null, or a list of parts
     /// (text parts are joined; the original list is kept in `extra`). Tool-call arguments that
     /// are objects rather than JSON strings are serialized.
@@ -34,15 +45,12 @@ public struct ChatMessage: Sendable, Equatable {
             throw FieldError(field: r.fieldPath("role"), reason: "unknown role \"\(role)\" (expected system, user, assistant or tool)")
         }
         self.role = role
-        switch object["content"] {
-        case nil, .null?: content = nil
-        case .string(let s)?: content = s
-        case .array(let parts)?:
-            content = parts.compactMap { $0["text"]?.stringValue }.joined()
-            extra["content"] = .array(parts)
-        case let other?:
-            throw FieldError(field: r.fieldPath("content"), reason: "expected a string, null or a list of parts, found \(other.typeName)")
+        guard let (text, parts) = Self.content(object["content"]) else {
+            throw FieldError(field: r.fieldPath("content"),
+                             reason: "expected a string, null or a list of parts, found \(object["content"]!.typeName)")
         }
+        content = text
+        if let parts { extra["content"] = parts }
         reasoningContent = try r.optionalString("reasoning_content")
         toolCallID = try r.optionalString("tool_call_id")
         name = try r.optionalString("name")
