@@ -86,14 +86,3 @@ struct Chat: AsyncParsableCommand {
         printError("finish: \(response.finishReason ?? "?"); tokens: \(u.promptTokens ?? 0) in, \(u.completionTokens ?? 0) out")
     }
 }
-
-/// Async twin of `reporting`.
-func reportingAsync<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-        return try await body()
-    } catch let e as CLIError {
-        throw e
-    } catch let e as CustomStringConvertible & Error {
-        throw CLIError(e.description)
-    }
-}

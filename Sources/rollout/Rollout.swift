@@ -58,14 +58,21 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Runs `body`, turning library errors into messages (ArgumentParser prints them and exits 1).
 func reporting<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let e as ValidationError {
-        throw e
-    } catch let e as CLIError {
-        throw e
-    } catch let e as CustomStringConvertible & Error {
-        throw CLIError(e.description)
+    do { return try body() } catch { throw userFacing(error) }
+}
+
+/// Async twin of `reporting`.
+func reportingAsync<T>(_ body: () async throws -> T) async throws -> T {
+    do { return try await body() } catch { throw userFacing(error) }
+}
+
+/// An error as the user should read it: our messages as they are, library errors by their
+/// description.
+func userFacing(_ error: any Error) -> any Error {
+    switch error {
+    case is ValidationError, is CLIError: error
+    case let e as CustomStringConvertible & Error: CLIError(e.description)
+    default: error
     }
 }
 

@@ -19,11 +19,6 @@ public struct DomainKey: Sendable, Hashable, Comparable, CustomStringConvertible
         members = seen.sorted()
     }
 
-    /// Parses "A+B" (and, leniently, "A_B" when `underscore` is set) into a key.
-    public init(parsing text: String) throws {
-        try self.init(text.split(separator: "+").map(String.init))
-    }
-
     public var key: String { members.joined(separator: "+") }
     public var description: String { key }
     public var isCombination: Bool { members.count > 1 }

@@ -60,13 +60,13 @@ extension Warehouse {
             let iteration = stem.hasPrefix("iter") ? Int(stem.dropFirst(4)) : nil
             switch format {
             case .rollout:
-                try RecordFiles.forEachLine(file, session: session, prepare: { _, raw, value in
+                try RecordFiles.forEachLine(file, session: session, savepoint: true, prepare: { _, raw, value in
                     (try Self.parseRolloutRecord(value), Hashing.contentHash(raw.bytes))
                 }, write: { line, prepared in
                     try importer.write(prepared.0, line: line, hash: prepared.1)
                 })
             case .deepresearch:
-                try RecordFiles.forEachLine(file, session: session, prepare: { _, raw, value in
+                try RecordFiles.forEachLine(file, session: session, savepoint: true, prepare: { _, raw, value in
                     var r = try Self.parseDeepResearchRecord(value)
                     if let iteration, iteration >= 1 { r.sample = iteration - 1 }
                     return (r, Hashing.contentHash(raw.bytes))
@@ -74,7 +74,7 @@ extension Warehouse {
                     try importer.write(prepared.0, line: line, hash: prepared.1)
                 })
             case .tauBench:
-                try RecordFiles.forEachArrayElement(file, session: session) { line, raw, value in
+                try RecordFiles.forEachArrayElement(file, session: session, savepoint: true) { line, raw, value in
                     try importer.write(try Self.parseTauBenchRecord(value), line: line, hash: Hashing.contentHash(raw.bytes))
                 }
             }
@@ -205,7 +205,6 @@ struct RolloutImporter {
             if earlier == hash { session.report.count("rollouts", .duplicate); return }
             throw FieldError(field: "", reason: "a second, different rollout for task \"\(r.externalTaskID)\" sample \(sample)")
         }
-        seen[key] = hash
         var metadata = r.metadata
         metadata["_source"] = .object(["file": .string(file), "line": JSONValue(line),
                                        "hash": .string(String(UInt64(bitPattern: hash), radix: 16))])
@@ -215,24 +214,24 @@ struct RolloutImporter {
             WHERE run_id = ? AND task_id = ? AND sample = ? AND attempt = 0
             """, arguments: [runID, taskID, sample]) {
             if (row["h"] as String?) == String(UInt64(bitPattern: hash), radix: 16) {
+                seen[key] = hash
                 session.report.count("rollouts", .unchanged)
                 return
             }
             try db.execute(sql: "DELETE FROM rollouts WHERE id = ?", arguments: [row["id"] as Int64])
             outcome = .updated
         }
-        try session.db.inSavepoint {
-            let turns = r.messages.filter { $0.role == "user" }.count
-            try db.execute(sql: """
-                INSERT INTO rollouts(run_id, task_id, sample, attempt, status, stop_reason, prediction, reward, error,
-                    turns, metadata, started_at, finished_at)
-                VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
-                """, arguments: [runID, taskID, sample, r.status, r.stopReason, r.prediction, r.reward, r.error,
-                                 turns, JSONValue.object(metadata).jsonText, session.now])
-            let rolloutID = db.lastInsertedRowID
-            try MessageWriter.write(r.messages, rollout: rolloutID, db: db)
-            return .commit
-        }
+        // The caller runs each record in a savepoint, so a record that fails half-way (under
+        // --skip-invalid) leaves neither its task, nor the replaced rollout's deletion behind.
+        let turns = r.messages.filter { $0.role == "user" }.count
+        try db.execute(sql: """
+            INSERT INTO rollouts(run_id, task_id, sample, attempt, status, stop_reason, prediction, reward, error,
+                turns, metadata, started_at, finished_at)
+            VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
+            """, arguments: [runID, taskID, sample, r.status, r.stopReason, r.prediction, r.reward, r.error,
+                             turns, JSONValue.object(metadata).jsonText, session.now])
+        try MessageWriter.write(r.messages, rollout: db.lastInsertedRowID, db: db)
+        seen[key] = hash
         session.report.count("rollouts", outcome)
     }
 

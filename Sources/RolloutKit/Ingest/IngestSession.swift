@@ -49,24 +49,6 @@ public struct IngestReport: Sendable, Codable {
         self[entity] = c
     }
 
-    /// Adds another report's numbers (used by `ingest dir`, which runs several ingesters).
-    mutating func merge(_ other: IngestReport) {
-        for c in other.counts {
-            var mine = self[c.entity]
-            mine.inserted += c.inserted
-            mine.updated += c.updated
-            mine.unchanged += c.unchanged
-            mine.removed += c.removed
-            self[c.entity] = mine
-        }
-        duplicates += other.duplicates
-        skipped += other.skipped
-        skippedErrors += other.skippedErrors
-        notices += other.notices
-        files += other.files
-        lines += other.lines
-    }
-
     /// A few lines for a person.
     public var summary: String {
         var out: [String] = []
@@ -136,6 +118,9 @@ final class IngestSession {
     /// error, rejected according to the options. Multi-row records run in a savepoint so a
     /// skipped record leaves nothing behind.
     func record(file: String, line: Int?, savepoint: Bool = false, _ body: () throws -> Void) throws {
+        // Counts made by a record that is then rolled back must go with it.
+        let saved = savepoint ? report : nil
+        let located: IngestError
         do {
             if savepoint {
                 try db.inSavepoint {
@@ -145,13 +130,16 @@ final class IngestSession {
             } else {
                 try body()
             }
+            return
         } catch let e as FieldError {
-            try reject(IngestError(file: file, line: line, field: e.field, e.reason))
+            located = IngestError(file: file, line: line, field: e.field, e.reason)
         } catch let e as IngestError {
-            try reject(e)
+            located = e
         } catch let e as JSONParseError {
-            try reject(IngestError(file: file, line: line, e.description))
+            located = IngestError(file: file, line: line, e.description)
         }
+        if let saved { report = saved }
+        try reject(located)
     }
 
     func finish() throws -> IngestReport {

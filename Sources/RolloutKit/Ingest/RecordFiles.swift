@@ -9,7 +9,7 @@ enum RecordFiles {
     /// so parsing on the other core hides most of its cost. Errors keep file order: bad lines
     /// reach `session.reject` exactly where a one-thread loop would have met them.
     static func forEachLine<P: Sendable>(
-        _ file: String, session: IngestSession,
+        _ file: String, session: IngestSession, savepoint: Bool = false,
         prepare: @escaping @Sendable (_ line: Int, _ raw: RawRecord, _ value: JSONValue) throws -> P,
         write: (_ line: Int, _ prepared: P) throws -> Void
     ) throws {
@@ -47,7 +47,7 @@ enum RecordFiles {
                 case .prepared(let line, let p):
                     records += 1
                     if records % 65536 == 0 { session.options.progress?(records) }
-                    try session.record(file: file, line: line) { try write(line, p) }
+                    try session.record(file: file, line: line, savepoint: savepoint) { try write(line, p) }
                 case .failed(let error):
                     records += 1
                     try session.reject(error)
@@ -86,7 +86,7 @@ enum RecordFiles {
 
     /// Calls `body` with each element of a top-level JSON array, streamed so the whole file
     /// is never held; `line` is where the element starts.
-    static func forEachArrayElement(_ file: String, session: IngestSession,
+    static func forEachArrayElement(_ file: String, session: IngestSession, savepoint: Bool = false,
                                     _ body: (_ line: Int, _ raw: RawRecord, _ value: JSONValue) throws -> Void) throws {
         try checkRegularFile(file)
         session.report.files += 1
@@ -107,7 +107,7 @@ enum RecordFiles {
                             try session.reject(IngestError(file: file, line: errLine, "array element \(count - 1): \(error.description)"))
                             return
                         }
-                        try session.record(file: file, line: line) { try body(line, RawRecord(bytes: raw), value) }
+                        try session.record(file: file, line: line, savepoint: savepoint) { try body(line, RawRecord(bytes: raw), value) }
                     }
                 }
             }
@@ -227,7 +227,6 @@ final class BatchChannel<T: Sendable>: @unchecked Sendable {
 /// it has passed the JSON parser, so it is valid UTF-8.
 struct RawRecord {
     let bytes: UnsafeRawBufferPointer
-    var string: String { String(decoding: bytes, as: UTF8.self) }
     /// True when the text spans several lines (a pretty-printed array element).
     var isMultiline: Bool { bytes.contains(0x0A) }
 }

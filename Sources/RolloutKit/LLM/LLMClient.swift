@@ -124,8 +124,15 @@ public final class LLMClient: Sendable {
 
     public func shutdown() async throws { try await http.shutdown() }
 
-    /// The request body and headers for `request` at `endpoint` (exposed for tests and hashes).
-    public static func encode(_ request: ChatRequest, for endpoint: Endpoint) -> (body: [UInt8], headers: [(String, String)]) {
+    /// A request ready to send: body, headers, and the body's sha256 for the ledger.
+    public struct EncodedRequest: Sendable {
+        public let body: [UInt8]
+        public let headers: [(String, String)]
+        public let hash: String
+    }
+
+    /// The request body and headers for `request` at `endpoint`.
+    public static func encode(_ request: ChatRequest, for endpoint: Endpoint) -> EncodedRequest {
         var r = request
         r.model = endpoint.model
         var headers: [(String, String)] = [("Content-Type", "application/json")]
@@ -139,15 +146,22 @@ public final class LLMClient: Sendable {
             body = OpenAICodec.body(for: r, thinkingStyle: endpoint.thinkingStyle)
             if let key = endpoint.apiKey, !key.isEmpty { headers.append(("Authorization", "Bearer \(key)")) }
         }
-        return (Array(body.jsonText.utf8), headers)
+        let bytes = Array(body.jsonText.utf8)
+        return EncodedRequest(body: bytes, headers: headers, hash: Hashing.sha256Hex(bytes))
     }
 
     /// Sends `request`, retrying what is worth retrying, and reports every attempt to
     /// `onAttempt` (failed ones included) before returning or throwing the last error.
     public func complete(_ request: ChatRequest, endpoint: Endpoint, policy: RetryPolicy = .init(), budget: RetryBudget? = nil,
                          onAttempt: @Sendable (CallAttempt) -> Void = { _ in }) async throws -> ChatResponse {
-        let (body, headers) = Self.encode(request, for: endpoint)
-        let hash = body.withUnsafeBytes { b in var h = SHA256(); h.update(b); return h.hexDigest() }
+        try await complete(Self.encode(request, for: endpoint), endpoint: endpoint, policy: policy, budget: budget,
+                           onAttempt: onAttempt)
+    }
+
+    /// Sends an already encoded request (callers that need its size first encode it once).
+    public func complete(_ encoded: EncodedRequest, endpoint: Endpoint, policy: RetryPolicy = .init(), budget: RetryBudget? = nil,
+                         onAttempt: @Sendable (CallAttempt) -> Void = { _ in }) async throws -> ChatResponse {
+        let (body, headers, hash) = (encoded.body, encoded.headers, encoded.hash)
         var attempt = 0
         while true {
             attempt += 1

@@ -64,16 +64,16 @@ public final class ModelClient: Sendable {
             return response
         }
         let endpoint = try Endpoint(entry: entry, environment: environment)
+        let encoded = LLMClient.encode(request, for: endpoint)
         let limiter = limiters[name]
         if let limiter {
-            let estimate = MockServerWire.openAIRequestText(request).utf8.count / 4
-                + (request.options.maxTokens ?? request.options.maxCompletionTokens ?? 0)
+            let estimate = encoded.body.count / 4 + (request.options.maxTokens ?? request.options.maxCompletionTokens ?? 0)
             try await limiter.acquire(estimatedTokens: estimate)
         }
         let attempts = Mutex<[CallAttempt]>([])
         let result: Result<ChatResponse, any Error>
         do {
-            result = .success(try await http.complete(request, endpoint: endpoint, policy: policy, budget: budget) { a in
+            result = .success(try await http.complete(encoded, endpoint: endpoint, policy: policy, budget: budget) { a in
                 attempts.withLock { $0.append(a) }
             })
         } catch {

@@ -77,18 +77,29 @@ public struct Warehouse: Sendable {
         let probe: (appID: Int32, objects: Int)
         do {
             let queue = try DatabaseQueue(path: path, configuration: config)
-            probe = try queue.read { db in
-                (Int32(try Int.fetchOne(db, sql: "PRAGMA application_id") ?? 0),
-                 try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") ?? 0)
-            }
+            probe = try queue.read(identity)
             try queue.close()
         } catch let error as DatabaseError {
             throw WarehouseError(.notOurs, path: path, "cannot read as SQLite: \(error.message ?? "\(error)")")
         }
-        if probe.appID != applicationID && !(probe.appID == 0 && probe.objects == 0) {
+        _ = try isNew(probe, path: path)
+    }
+
+    /// The database's application id and how many schema objects it has.
+    private static func identity(_ db: Database) throws -> (appID: Int32, objects: Int) {
+        (Int32(try Int.fetchOne(db, sql: "PRAGMA application_id") ?? 0),
+         try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") ?? 0)
+    }
+
+    /// True for an empty database (to become a warehouse), false for ours; throws for another
+    /// application's.
+    private static func isNew(_ probe: (appID: Int32, objects: Int), path: String) throws -> Bool {
+        if probe.appID == 0 && probe.objects == 0 { return true }
+        guard probe.appID == applicationID else {
             throw WarehouseError(.notOurs, path: path,
                                  "a SQLite database that is not a rollout warehouse (application_id \(probe.appID), \(probe.objects) schema objects); refusing to change it — pass --db with a new file")
         }
+        return false
     }
 
     /// The migrations, one per bundled `schema/NNNN_name.sql` file, in order.
@@ -110,14 +121,9 @@ public struct Warehouse: Sendable {
     private func prepareSchema() throws {
         let migrator = Self.migrator()
         let where_ = path ?? ":memory:"
-        try writer.barrierWriteWithoutTransaction { db in
-            let appID = try Int32(Int.fetchOne(db, sql: "PRAGMA application_id") ?? 0)
-            let objects = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'") ?? 0
-            if appID == 0 && objects == 0 {
+        let applied = try writer.barrierWriteWithoutTransaction { db -> Int in
+            if try Self.isNew(try Self.identity(db), path: where_) {
                 try db.execute(sql: "PRAGMA application_id = \(Self.applicationID)")
-            } else if appID != Self.applicationID {
-                throw WarehouseError(.notOurs, path: where_,
-                                     "a SQLite database that is not a rollout warehouse (application_id \(appID), \(objects) schema objects); refusing to change it — pass --db with a new file")
             }
             if try migrator.hasBeenSuperseded(db) {
                 let applied = try migrator.appliedIdentifiers(db)
@@ -125,11 +131,13 @@ public struct Warehouse: Sendable {
                 throw WarehouseError(.newer, path: where_,
                                      "made by a newer rollout (schema \(unknown.joined(separator: ", ")) unknown to this binary, which knows up to \(migrator.migrations.last ?? "none")); upgrade rollout to open it")
             }
+            return try migrator.appliedMigrations(db).count
         }
+        // Writes only when a migration is due, so opening a current warehouse changes nothing.
+        guard applied < migrator.migrations.count else { return }
         try migrator.migrate(writer)
         try writer.barrierWriteWithoutTransaction { db in
-            let version = try migrator.appliedMigrations(db).count
-            try db.execute(sql: "PRAGMA user_version = \(version)")
+            try db.execute(sql: "PRAGMA user_version = \(migrator.migrations.count)")
         }
     }
 

@@ -35,7 +35,8 @@ public enum Hashing {
     }
 
     public static func md5Hex(_ string: String) -> String { hex(MD5.digest(Array(string.utf8))) }
-    public static func sha256Hex(_ string: String) -> String { hex(SHA256().finalizing(Array(string.utf8))) }
+    public static func sha256Hex(_ string: String) -> String { sha256Hex(Array(string.utf8)) }
+    public static func sha256Hex(_ bytes: [UInt8]) -> String { hex(SHA256().finalizing(bytes)) }
 
     public static func hex(_ bytes: [UInt8]) -> String {
         let digits: [UInt8] = Array("0123456789abcdef".utf8)
