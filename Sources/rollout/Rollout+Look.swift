@@ -149,28 +149,56 @@ struct Config: ParsableCommand {
     }
 }
 
-struct Quickstart: ParsableCommand {
+struct Quickstart: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Create ./rollout.db and load the bundled example domains (the README's first command).")
+        abstract: "The whole job on built-in defaults: ./rollout.db, the bundled example, mock models, 3 samples, grade, pass@k.")
     @OptionGroup var warehouse: WarehouseOptions
     @Option(name: .long, help: "Where to write the example files.") var examples = "rollout-example"
+    @Option(name: .long, help: "Rollouts per task.") var samples = 3
+    @Option(name: .long, help: "Rollouts in flight at once.") var concurrency = 8
 
-    func run() throws {
+    func run() async throws {
         let w = try warehouse.open()
         let report = try reporting { try w.ingestBundledExample(into: examples) }
         print("warehouse: \(URL(fileURLWithPath: warehouse.path).standardizedFileURL.path)")
         print("example files: \(examples)/ (Rollout-framework layout)")
         print(report.summary)
-        let (tables, tasks) = try reporting { try w.stats() }
-        _ = tables
-        print("")
-        print(ResultFormat.table.render(tasks), terminator: "")
+        let registry = try reporting { try ModelRegistry.loadOrBundled(file: "configs/models.yml", isDefault: true) }
+        let agent = RunConfig.Role(model: "mock/agent", temperature: 0.7)
+        let user = RunConfig.Role(model: "mock/user", temperature: 1.0)
+        let single = try reporting { try w.runnableDomains(cross: false, all: true, named: [], minDomains: nil, requirePolicy: false) }
+        let cross = try reporting { try w.runnableDomains(cross: true, all: true, named: [], minDomains: nil, requirePolicy: false) }
+        var request = RunRequest(runName: "quickstart", jobs: [
+            .init(name: "single", settings: .init(name: "single", mode: .dialogue, agent: agent, user: user, maxTurns: 8, maxStepsPerTurn: 6),
+                  selection: .domains(single.map(\.key))),
+            .init(name: "cross", settings: .init(name: "cross", mode: .dialogue, agent: agent, user: user, maxTurns: 8, maxStepsPerTurn: 6),
+                  selection: .domains(cross.map(\.key))),
+        ], registry: registry)
+        request.samples = samples
+        request.concurrency = concurrency
+        request.enableMonitor = true
+        let plan = try await reportingAsync { try await w.planRun(request) }
+        print("\nrun quickstart: \(plan.rolloutCount) rollouts (\(samples) per task) with mock/agent and mock/user, tools from the bundled MCP server"
+              + (plan.alreadyCompleted > 0 ? "; \(plan.alreadyCompleted) already completed" : ""))
+        let engine = RolloutEngine(plan: plan, warehouse: w)
+        let summary = try await reportingAsync { try await engine.run() }
+        print(ProgressLine.summary(summary))
+        guard summary.ending == .completed else { throw ExitCode(1) }
+        let (graded, passed) = try reporting { try w.gradeStopReason(run: "quickstart") }
+        print("graded \(graded) rollouts with stop-reason (passed: the user ended with ###STOP###): \(passed) passed")
+        for k in [1, samples] where k >= 1 {
+            let table = try reporting { try QueryRunner(w).run("pass-at-k", parameters: ["run": "quickstart", "k": String(k)]) }
+            print("")
+            print(ResultFormat.table.render(table[0]), terminator: "")
+            if k == samples { break }
+        }
         print("""
 
             Next:
-              rollout domains --db \(warehouse.path)              # domains and combinations
-              rollout query --list                      # shipped SQL
-              sqlite3 \(warehouse.path) 'SELECT external_id, opening FROM tasks LIMIT 5'
+              rollout query pass-at-k --param run=quickstart --param k=3   # the table above, any k
+              rollout query runs                                           # runs and their counts
+              sqlite3 \(warehouse.path) "SELECT role, substr(content, 1, 60) FROM messages WHERE rollout_id = 1 ORDER BY idx"
+              rollout run --config configs/example.yml                      # a Rollout-framework config
             """)
     }
 }

@@ -44,6 +44,14 @@ public enum JSONValue: Sendable, Equatable, Hashable {
         return nil
     }
 
+    /// The number as an Int when it is integral (`3`, `3.0`), else nil.
+    public var intValue: Int? {
+        guard case .number(let n) = self else { return nil }
+        if let i = Int(n) { return i }
+        if let d = Double(n), d.rounded() == d, abs(d) < 9.0e15 { return Int(d) }
+        return nil
+    }
+
     public var isNull: Bool { self == .null }
 
     /// The JSON type name used in error messages ("string", "object", ...).

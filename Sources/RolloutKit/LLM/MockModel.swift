@@ -388,19 +388,5 @@ private struct MockDraws {
 
 /// The messages in the OpenAI shape, for the request key and the prompt size.
 private enum MockWire {
-    static func json(_ m: ChatMessage) -> JSONValue {
-        var o = JSONObject()
-        o["role"] = .string(m.role)
-        o["content"] = m.content.map(JSONValue.string) ?? .null
-        if let r = m.reasoningContent { o["reasoning_content"] = .string(r) }
-        if !m.toolCalls.isEmpty {
-            o["tool_calls"] = .array(m.toolCalls.map { call in
-                .object(["id": call.id.map(JSONValue.string) ?? .null, "type": "function",
-                         "function": .object(["name": .string(call.name), "arguments": .string(call.arguments)])])
-            })
-        }
-        if let id = m.toolCallID { o["tool_call_id"] = .string(id) }
-        if let name = m.name { o["name"] = .string(name) }
-        return .object(o)
-    }
+    static func json(_ m: ChatMessage) -> JSONValue { m.openAIJSON }
 }

@@ -23,18 +23,25 @@ public final class ModelClient: Sendable {
     public let http: LLMClient
     public let policy: RetryPolicy
     public let budget: RetryBudget?
-    let ledger: Ledger?
+    let ledger: (any CallRecorder)?
     let environment: [String: String]
     /// One limiter per model that has limits in the registry.
     let limiters: [String: ModelLimiter]
 
-    public init(registry: ModelRegistry, http: LLMClient, warehouse: Warehouse?, policy: RetryPolicy = .init(),
+    public convenience init(registry: ModelRegistry, http: LLMClient, warehouse: Warehouse?, policy: RetryPolicy = .init(),
+                            budget: RetryBudget? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.init(registry: registry, http: http, recorder: warehouse.map(Ledger.init), policy: policy, budget: budget,
+                  environment: environment)
+    }
+
+    /// A client whose call attempts go to `recorder` (the engine batches them with its other rows).
+    public init(registry: ModelRegistry, http: LLMClient, recorder: (any CallRecorder)?, policy: RetryPolicy = .init(),
                 budget: RetryBudget? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) {
         self.registry = registry
         self.http = http
         self.policy = policy
         self.budget = budget
-        self.ledger = warehouse.map(Ledger.init)
+        self.ledger = recorder
         self.environment = environment
         var limiters: [String: ModelLimiter] = [:]
         for e in registry.entries {
@@ -115,8 +122,14 @@ extension Warehouse {
     }
 }
 
+/// Where a client's call attempts go: `llm_calls` rows, one transaction per call
+/// (`Ledger`), or the engine's batching writer.
+public protocol CallRecorder: Sendable {
+    func record(_ attempts: [CallAttempt], entry: ModelEntry, context: CallContext) async throws
+}
+
 /// Writes `llm_calls` rows, with the cost from the registry's prices.
-struct Ledger: Sendable {
+struct Ledger: CallRecorder {
     let warehouse: Warehouse
 
     init(_ warehouse: Warehouse) { self.warehouse = warehouse }

@@ -78,6 +78,26 @@ public struct ChatMessage: Sendable, Equatable {
 
 /// A tool call made by an assistant message. `arguments` is the raw JSON string the model wrote
 /// (kept even when it is not valid JSON).
+extension ChatMessage {
+    /// The message in the OpenAI chat shape plus `reasoning_content` (the canonical model):
+    /// `content` null when absent, tool calls as `{id, type, function{name, arguments}}`.
+    public var openAIJSON: JSONValue {
+        var o = JSONObject()
+        o["role"] = .string(role)
+        o["content"] = content.map(JSONValue.string) ?? .null
+        if let r = reasoningContent { o["reasoning_content"] = .string(r) }
+        if !toolCalls.isEmpty {
+            o["tool_calls"] = .array(toolCalls.map { call in
+                .object(["id": call.id.map(JSONValue.string) ?? .null, "type": "function",
+                         "function": .object(["name": .string(call.name), "arguments": .string(call.arguments)])])
+            })
+        }
+        if let id = toolCallID { o["tool_call_id"] = .string(id) }
+        if let name { o["name"] = .string(name) }
+        return .object(o)
+    }
+}
+
 public struct ToolCall: Sendable, Equatable {
     public var id: String?
     public var name: String
