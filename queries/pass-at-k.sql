@@ -35,6 +35,7 @@ estimates AS (
     FROM per_task pt, params p
     WHERE pt.n >= p.k
 )
+SELECT * FROM (
 SELECT grp AS domain,
        (SELECT k FROM params) AS k,
        count(*) AS tasks,
@@ -50,4 +51,5 @@ SELECT 'all', (SELECT k FROM params), count(*),
        (SELECT count(*) FROM per_task pt2, params p WHERE pt2.n < p.k),
        sum(n), round(avg(pass_at_k), 4), round(avg(pass_hat_k), 4), round(sum(c) * 1.0 / sum(n), 4)
 FROM estimates
+)
 ORDER BY domain = 'all', domain;

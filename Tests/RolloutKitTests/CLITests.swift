@@ -13,6 +13,12 @@ struct CLITests {
         var stderr: String
     }
 
+    /// Writes `sql` to the file named by the argument after "--csv" / the last argument, then runs.
+    static func rollout(_ arguments: [String], in directory: URL, sql: String) throws -> Result {
+        try sql.write(toFile: arguments.last!, atomically: true, encoding: .utf8)
+        return try rollout(arguments, in: directory)
+    }
+
     /// Runs the binary in `directory` and waits for it.
     static func rollout(_ arguments: [String], in directory: URL) throws -> Result {
         let process = Process()
@@ -48,16 +54,30 @@ struct CLITests {
         #expect(first.stdout.contains("tasks: 17 inserted, 0 updated, 0 unchanged"))
         #expect(FileManager.default.fileExists(atPath: dir.appending(path: "rollout.db").path))
         #expect(FileManager.default.fileExists(atPath: dir.appending(path: "rollout-example/single_domain/policies/Library.md").path))
+        // The whole job: 3 samples of each of the 17 tasks, against the bundled tool server,
+        // graded, with a pass@k table.
+        #expect(first.stdout.contains("run quickstart: 51 rollouts (3 per task)"))
+        #expect(first.stdout.contains("51 completed, 0 failed"))
+        let unanswered = try Self.rollout(["query", "--csv", dir.appending(path: "q.sql").path], in: dir, sql: """
+            SELECT count(*) AS n FROM tool_calls WHERE result IS NULL OR result LIKE 'Error: no tool server%' OR result LIKE 'Error: tool server%'
+            """)
+        #expect(unanswered.stdout == "n\r\n0\r\n", "every tool call reached the bundled MCP server")
+        #expect(first.stdout.contains("pass_at_k"))
+        #expect(first.stdout.contains("graded 51 rollouts"))
         let second = try Self.rollout(["quickstart"], in: dir)
         #expect(second.status == 0)
         #expect(second.stdout.contains("tasks: 0 inserted, 0 updated, 17 unchanged"))
+        // A second quickstart resumes the finished run: nothing runs, nothing is graded twice.
+        #expect(second.stdout.contains("run quickstart: 0 rollouts (3 per task)"))
+        #expect(second.stdout.contains("51 already completed"))
+        #expect(second.stdout.contains("graded 0 rollouts"))
 
         let domains = try Self.rollout(["domains", "--cross", "--json"], in: dir)
         #expect(domains.status == 0)
         #expect(domains.stdout == #"[{"domain":"CityTransit+Library","members":2,"policy":"own","tools":9,"tasks":4}]"# + "\n")
 
         let status = try Self.rollout(["db", "status"], in: dir)
-        #expect(status.stdout.contains("schema version: 1 (0001_warehouse), up to date"))
+        #expect(status.stdout.contains("schema version: 2 (0002_engine), up to date"))
         #expect(status.stdout.contains("journal mode:   wal"))
 
         let query = try Self.rollout(["query", "tasks-by-dataset", "--param", "dataset=Library", "--csv"], in: dir)

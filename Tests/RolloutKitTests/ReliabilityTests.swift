@@ -1,0 +1,183 @@
+import Foundation
+import GRDB
+import RolloutKit
+import Testing
+
+/// The engine under faults, end to end: the `rollout` binary runs against `rollout mock-server`
+/// over HTTP and the bundled MCP server; it is SIGKILLed and resumed, its tool server is
+/// killed, the endpoint fails in bursts or for good.
+@Suite("Reliability", .serialized, .enabled(if: EngineHarness.binaryBuilt, "build the rollout executable first"))
+struct ReliabilityTests {
+    /// A `rollout mock-server` child on a free port.
+    final class MockServerProcess {
+        let process = Process()
+        let port: Int
+
+        init(_ extra: [String] = []) throws {
+            port = Int.random(in: 20000..<40000)
+            process.executableURL = URL(fileURLWithPath: EngineHarness.binary)
+            process.arguments = ["mock-server", "--port", String(port), "--threads", "1"] + extra
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            for _ in 0..<100 {
+                if Self.healthy(port) { return }
+                usleep(50_000)
+            }
+            throw EngineError("mock-server did not start on port \(port)")
+        }
+
+        static func healthy(_ port: Int) -> Bool {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = in_port_t(UInt16(port).bigEndian)
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            return withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+        }
+
+        deinit {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    /// A scratch folder with the example ingested (tool servers = the built binary) and a
+    /// registry whose agent and user are the mock server at `port`.
+    static func setUp(port: Int) throws -> (TempDir, Warehouse) {
+        let dir = try TempDir()
+        let w = try EngineHarness.exampleWarehouse(dir)
+        try dir.write("models.yml", """
+            models:
+              http/agent: {provider: openai, api_base: "http://127.0.0.1:\(port)/v1", api_key: none}
+              http/user: {provider: openai, api_base: "http://127.0.0.1:\(port)/v1", api_key: none}
+              down/agent: {provider: openai, api_base: "http://127.0.0.1:1/v1", api_key: none}
+            """)
+        return (dir, w)
+    }
+
+    static func start(_ args: [String], in dir: TempDir) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: EngineHarness.binary)
+        p.arguments = args
+        p.currentDirectoryURL = dir.url
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        return (p, err)
+    }
+
+    static let runArgs = ["run", "single", "--all", "--models", "models.yml", "--agent-model", "http/agent",
+                          "--user-model", "http/user", "--run", "r"]
+
+    @Test func sigkillMidRunThenResumeEndsWithExactlyNCompletedPerTask() async throws {
+        let server = try MockServerProcess(["--latency-ms", "30"])
+        let (dir, w) = try Self.setUp(port: server.port)
+        // 13 single-domain tasks × 16 samples = 208 rollouts, ~10 model calls each.
+        let args = Self.runArgs + ["--samples", "16", "--concurrency", "24", "--quiet"]
+        let (process, _) = try Self.start(args, in: dir)
+        // Kill it once some rollouts are done but far from all.
+        var done = 0
+        for _ in 0..<400 {
+            try await Task.sleep(for: .milliseconds(50))
+            done = (try? EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'")) ?? 0
+            if done >= 20 { break }
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let completedBefore = try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'")
+        #expect(completedBefore >= 20 && completedBefore < 208, "killed mid-run (\(completedBefore) completed)")
+        // Resume: the same command.
+        let (again, err) = try Self.start(args, in: dir)
+        again.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(again.terminationStatus == 0, "\(stderr)")
+        // Exactly 16 completed samples per task, each sample once.
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'") == 208)
+        #expect(try EngineHarness.int(w, """
+            SELECT count(*) FROM (SELECT task_id, count(*) AS n, count(DISTINCT sample) AS s FROM rollouts
+                                  WHERE status = 'completed' GROUP BY task_id HAVING n != 16 OR s != 16)
+            """) == 0)
+        // What was in flight at the kill is kept as interrupted attempts, not lost or doubled.
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status IN ('running', 'pending')") == 0)
+        #expect(try EngineHarness.int(w, """
+            SELECT count(*) FROM rollouts r WHERE r.status = 'completed'
+              AND EXISTS (SELECT 1 FROM rollouts x WHERE x.run_id = r.run_id AND x.task_id = r.task_id AND x.sample = r.sample
+                          AND x.attempt > r.attempt)
+            """) == 0)
+        // No orphans: every message and tool call belongs to a rollout of the run, completed
+        // rollouts have every tool call answered, and every model call is tied to a rollout.
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM messages WHERE rollout_id NOT IN (SELECT id FROM rollouts)") == 0)
+        #expect(try EngineHarness.int(w, """
+            SELECT count(*) FROM tool_calls c JOIN rollouts r ON r.id = c.rollout_id
+            WHERE r.status = 'completed' AND c.result_message_id IS NULL
+            """) == 0)
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM llm_calls WHERE rollout_id IS NULL") == 0)
+        let check = try await w.writer.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") }
+        #expect(check == "ok")
+        #expect(try await w.writer.read { db in try String.fetchOne(db, sql: "SELECT status FROM runs WHERE name = 'r'") } == "completed")
+    }
+
+    @Test func killingTheToolServerMidRunTurnsTheCallsInFlightIntoToolErrors() async throws {
+        let server = try MockServerProcess(["--latency-ms", "20"])
+        let (dir, w) = try Self.setUp(port: server.port)
+        let args = Self.runArgs + ["--samples", "12", "--concurrency", "16"]
+        let (process, err) = try Self.start(args, in: dir)
+        // Once tool calls flow, kill the Library tool server (the engine restarts it).
+        for _ in 0..<400 {
+            try await Task.sleep(for: .milliseconds(25))
+            if ((try? EngineHarness.int(w, "SELECT count(*) FROM tool_calls WHERE result IS NOT NULL")) ?? 0) >= 10 { break }
+        }
+        let killedAt = Timestamp.now()
+        let pkill = Process()
+        pkill.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
+        pkill.arguments = ["-KILL", "-f", "mcp-server example --domain Library"]
+        try pkill.run()
+        pkill.waitUntilExit()
+        #expect(pkill.terminationStatus == 0, "a Library tool server was running")
+        process.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0, "\(stderr)")
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'") == 13 * 12)
+        // The server came back: restarted once, and Library tools answered after the kill.
+        #expect(stderr.contains("tool servers restarted 1 time"), "\(stderr)")
+        #expect(try EngineHarness.int(w, """
+            SELECT count(*) FROM tool_calls c JOIN servers s ON s.id = c.server_id
+            WHERE s.name = 'Library' AND c.is_error = 0 AND c.created_at > ?
+            """, [killedAt]) > 0)
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM tool_calls WHERE result IS NULL") == 0)
+    }
+
+    @Test func burstsOf429And500AreRetriedWithinTheBudget() async throws {
+        let server = try MockServerProcess(["--fail", "0.2:429", "--fail", "0.1:500"])
+        let (dir, w) = try Self.setUp(port: server.port)
+        let (process, err) = try Self.start(Self.runArgs + ["--samples", "2", "--concurrency", "8", "--quiet"], in: dir)
+        process.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0, "\(stderr)")
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'") == 26)
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM llm_calls WHERE http_status = 429") > 0)
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM llm_calls WHERE http_status = 500") > 0)
+        // Every failed attempt is in the ledger next to the attempt that succeeded.
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM llm_calls WHERE attempt > 1") > 0)
+    }
+
+    @Test func aPermanentlyFailingEndpointFailsTheRunQuickly() async throws {
+        let (dir, w) = try Self.setUp(port: 9)
+        let started = Date()
+        let (process, err) = try Self.start(["run", "single", "--all", "--models", "models.yml", "--agent-model", "down/agent",
+                                             "--user-model", "down/agent", "--run", "down", "--concurrency", "4"], in: dir)
+        process.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 1)
+        #expect(Date().timeIntervalSince(started) < 90, "fails in seconds, not hours")
+        #expect(stderr.contains("failed") && stderr.contains("no response"), "\(stderr)")
+        #expect(try await w.writer.read { db in try String.fetchOne(db, sql: "SELECT status FROM runs WHERE name = 'down'") } == "failed")
+        // Nothing was marked completed; the run can be resumed once the endpoint is back.
+        #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'") == 0)
+    }
+}
