@@ -127,27 +127,30 @@ struct ReliabilityTests {
         let (dir, w) = try Self.setUp(port: server.port)
         let args = Self.runArgs + ["--samples", "12", "--concurrency", "16"]
         let (process, err) = try Self.start(args, in: dir)
-        // Once tool calls flow, kill the Library tool server (the engine restarts it).
+        // Once the CityTransit server answers, kill it (the engine's child; the engine restarts it).
         for _ in 0..<400 {
             try await Task.sleep(for: .milliseconds(25))
-            if ((try? EngineHarness.int(w, "SELECT count(*) FROM tool_calls WHERE result IS NOT NULL")) ?? 0) >= 10 { break }
+            let answered = (try? EngineHarness.int(w, """
+                SELECT count(*) FROM tool_calls c JOIN servers s ON s.id = c.server_id WHERE s.name = 'CityTransit'
+                """)) ?? 0
+            if answered >= 10 { break }
         }
         let killedAt = Timestamp.now()
         let pkill = Process()
         pkill.executableURL = URL(fileURLWithPath: "/usr/bin/pkill")
-        pkill.arguments = ["-KILL", "-f", "mcp-server example --domain Library"]
+        pkill.arguments = ["-KILL", "-P", String(process.processIdentifier), "-f", "mcp-server example --domain CityTransit"]
         try pkill.run()
         pkill.waitUntilExit()
-        #expect(pkill.terminationStatus == 0, "a Library tool server was running")
+        #expect(pkill.terminationStatus == 0, "the run's CityTransit tool server was running")
         process.waitUntilExit()
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(process.terminationStatus == 0, "\(stderr)")
         #expect(try EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'") == 13 * 12)
-        // The server came back: restarted once, and Library tools answered after the kill.
+        // The server came back: restarted once, and CityTransit tools answered after the kill.
         #expect(stderr.contains("tool servers restarted 1 time"), "\(stderr)")
         #expect(try EngineHarness.int(w, """
             SELECT count(*) FROM tool_calls c JOIN servers s ON s.id = c.server_id
-            WHERE s.name = 'Library' AND c.is_error = 0 AND c.created_at > ?
+            WHERE s.name = 'CityTransit' AND c.created_at > ? AND c.result NOT LIKE 'Error: %exited%'
             """, [killedAt]) > 0)
         #expect(try EngineHarness.int(w, "SELECT count(*) FROM tool_calls WHERE result IS NULL") == 0)
     }

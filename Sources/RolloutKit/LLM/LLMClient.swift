@@ -117,6 +117,9 @@ public final class LLMClient: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(60),
                                              concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, maxConnectionsPerHost))
+        // A refused connection fails the attempt at once (our retry policy decides what
+        // follows) instead of being retried inside the pool until the connect timeout.
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout = .init(connect: .milliseconds(Int64(connectTimeout * 1000)))
         configuration.decompression = .enabled(limit: .ratio(50))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
