@@ -171,7 +171,7 @@ struct EngineTests {
             {"question": "Who wrote The Dispossessed?", "answer": "Ursula K. Le Guin"}
             """), dataset: "qa")
         var settings = RunConfig.Dataset(name: "qa", mode: .task, agent: .init(model: "mock/agent"), user: nil)
-        settings.extra["max_calls"] = 3
+        settings.extra["max_calls"] = JSONValue(3)
         var request = RunRequest(runName: "qa", jobs: [.init(name: "qa", settings: settings, selection: .dataset("qa"))],
                                  registry: try EngineHarness.registry(in: dir))
         request.samples = 2
