@@ -20,6 +20,9 @@ if [ "${1:-}" = "--test" ]; then
   # fakellm: an independent OpenAI/Anthropic mock server the integration tests talk to.
   python3 -c "import fakellm" 2>/dev/null || \
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fakellm
+  # MCP servers the client tests talk to: the official Python SDK (2.x) and the τ² mock domain.
+  python3 -c "import mcp.server.mcpserver, tau2_mock_mcp" 2>/dev/null || \
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore mcp==2.3.0 tau2-mock-mcp-eval==0.4.0
 fi
 
 if [ "${1:-}" = "--bench" ]; then

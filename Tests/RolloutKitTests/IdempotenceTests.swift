@@ -38,7 +38,7 @@ struct IdempotenceTests {
         let second = try #require(try w.rows("SELECT inserted, updated, unchanged FROM ingests WHERE id = ?", [again.ingestID]).first)
         #expect(second["inserted"] as Int == 0)
         #expect(second["updated"] as Int == 0)
-        #expect(second["unchanged"] as Int == 17 + 9 + 3 + 3)
+        #expect(second["unchanged"] as Int == 17 + 9 + 3 + 3 + 2)  // tasks, tools, policies, datasets, example servers
     }
 
     @Test func tau2TwiceInsertsNothing() throws {

@@ -216,40 +216,47 @@ extension Warehouse {
     public func ingestServer(name: String, command: String, args: [String] = [], env: [String] = [],
                              cwd: String? = nil, domains: [String] = []) throws -> IngestReport {
         try ingest(kind: "server", source: name, options: .init()) { session in
-            var envObject = JSONObject()
-            for pair in env {
-                guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                    throw IngestError(file: "--env", field: pair, "expected KEY=VALUE")
-                }
-                let k = String(pair[..<eq]), v = String(pair[pair.index(after: eq)...])
-                if Secrets.looksLikeSecretKey(k) && !v.contains("${") && !v.isEmpty {
-                    throw IngestError(file: "--env", field: k, "looks like a secret; store a reference such as \(k)=${\(k)} so the value stays in the environment, never in the database")
-                }
-                envObject[k] = .string(v)
-            }
-            guard !command.isEmpty else { throw IngestError(file: "--command", "empty command") }
-            let catalog = Catalog(session: session)
-            let argsText = JSONValue.array(args.map(JSONValue.string)).jsonText
-            let envText = JSONValue.object(envObject).jsonText
-            let db = session.db
-            if let row = try Row.fetchOne(db, sql: "SELECT id, command, args, env, cwd FROM servers WHERE name = ?", arguments: [name]) {
-                let same = (row["command"] as String?) == command && row["args"] as String == argsText
-                    && row["env"] as String == envText && (row["cwd"] as String?) == cwd
-                if same {
-                    session.report.count("servers", .unchanged)
-                } else {
-                    try db.execute(sql: "UPDATE servers SET command = ?, args = ?, env = ?, cwd = ?, updated_at = ? WHERE id = ?",
-                                   arguments: [command, argsText, envText, cwd, session.now, row["id"] as Int64])
-                    session.report.count("servers", .updated)
-                }
-            } else {
-                try db.execute(sql: "INSERT INTO servers(name, command, args, env, cwd, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                               arguments: [name, command, argsText, envText, cwd, session.now, session.now])
-                session.report.count("servers", .inserted)
-            }
-            let serverID = try catalog.server(named: name)
-            for d in domains { try catalog.link(domain: try catalog.domain(try DomainKey([d])), server: serverID) }
+            try Self.registerServer(session, name: name, command: command, args: args, env: env, cwd: cwd, domains: domains)
         }
+    }
+
+    /// Inserts or updates a server's launch definition and links it to `domains`, inside an
+    /// ingest.
+    static func registerServer(_ session: IngestSession, name: String, command: String, args: [String], env: [String],
+                               cwd: String?, domains: [String]) throws {
+        var envObject = JSONObject()
+        for pair in env {
+            guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
+                throw IngestError(file: "--env", field: pair, "expected KEY=VALUE")
+            }
+            let k = String(pair[..<eq]), v = String(pair[pair.index(after: eq)...])
+            if Secrets.looksLikeSecretKey(k) && !v.contains("${") && !v.isEmpty {
+                throw IngestError(file: "--env", field: k, "looks like a secret; store a reference such as \(k)=${\(k)} so the value stays in the environment, never in the database")
+            }
+            envObject[k] = .string(v)
+        }
+        guard !command.isEmpty else { throw IngestError(file: "--command", "empty command") }
+        let catalog = Catalog(session: session)
+        let argsText = JSONValue.array(args.map(JSONValue.string)).jsonText
+        let envText = JSONValue.object(envObject).jsonText
+        let db = session.db
+        if let row = try Row.fetchOne(db, sql: "SELECT id, command, args, env, cwd FROM servers WHERE name = ?", arguments: [name]) {
+            let same = (row["command"] as String?) == command && row["args"] as String == argsText
+                && row["env"] as String == envText && (row["cwd"] as String?) == cwd
+            if same {
+                session.report.count("servers", .unchanged)
+            } else {
+                try db.execute(sql: "UPDATE servers SET command = ?, args = ?, env = ?, cwd = ?, updated_at = ? WHERE id = ?",
+                               arguments: [command, argsText, envText, cwd, session.now, row["id"] as Int64])
+                session.report.count("servers", .updated)
+            }
+        } else {
+            try db.execute(sql: "INSERT INTO servers(name, command, args, env, cwd, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           arguments: [name, command, argsText, envText, cwd, session.now, session.now])
+            session.report.count("servers", .inserted)
+        }
+        let serverID = try catalog.server(named: name)
+        for d in domains { try catalog.link(domain: try catalog.domain(try DomainKey([d])), server: serverID) }
     }
 
     /// `rollout ingest dir`: the Rollout framework's layout, `single_domain/` and `cross_domain/`
