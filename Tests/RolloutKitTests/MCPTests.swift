@@ -235,6 +235,24 @@ struct MCPExampleServerTests {
             _ = try await client.callTool(name: "get_card", arguments: ["card_id": "C-7788"], sessionID: nil)
         }
         #expect(e?.description.contains("tools/call \"get_card\" got no answer within 1 s") == true)
+        // Far more than a pipe holds, to a server that reads nothing: callers must not block on
+        // the pipe, and every call times out on its own.
+        let timedOut = LockedList<Bool>()
+        let padding = String(repeating: "x", count: 2000)
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<300 {
+                group.addTask {
+                    do {
+                        _ = try await client.callTool(name: "get_card", arguments: ["card_id": .string("C-\(i)-\(padding)")], sessionID: nil)
+                        timedOut.append(false)
+                    } catch {
+                        timedOut.append((error as? MCPError)?.kind == .timeout)
+                    }
+                }
+            }
+        }
+        #expect(timedOut.all.count == 300)
+        #expect(timedOut.all.allSatisfy { $0 })
         kill(pid, SIGCONT)
         let card = try await client.callTool(name: "get_card", arguments: ["card_id": "C-9001"], sessionID: nil)
         #expect(card.structured?["balance_eur"] == "23.40")

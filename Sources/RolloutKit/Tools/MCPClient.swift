@@ -118,8 +118,9 @@ public struct MCPError: Error, Sendable, CustomStringConvertible {
 
 /// A client for one MCP server over stdio: newline-delimited JSON-RPC 2.0 to a child process.
 ///
-/// Many calls may be in flight at once (ids from an atomic counter, one line written per
-/// request under a lock, responses matched by id on a reader thread). When the process dies,
+/// Many calls may be in flight at once (ids from an atomic counter, one line per request
+/// written in order by a writer thread, responses matched by id on a reader thread, so no
+/// caller ever blocks on a pipe). When the process dies,
 /// every pending call fails at once with `.processExited` and the next call respawns and
 /// re-initializes it (`restartCount`). Each call has a timeout that fails only that call.
 public final class MCPClient: Sendable {
@@ -455,6 +456,8 @@ final class MCPConnection: Sendable {
         var stderrTail: [String] = []
         var stderrDone = false
         var terminating = false
+        /// Stdout reached its end: nothing more will be answered.
+        var closed = false
     }
 
     let pid: Int32
@@ -462,8 +465,15 @@ final class MCPConnection: Sendable {
     private let child: ChildProcess
     private let sweepEvery: Duration
     private let state = Mutex(State())
-    /// The write end of the child's stdin (-1 once closed); holding it serializes writes.
-    private let stdin: Mutex<Int32>
+    /// Lines waiting for the writer thread. Callers never block on a full pipe (a server that
+    /// stops reading must not stall the cooperative thread pool); the thread writes them in
+    /// order, many per write when they pile up.
+    private struct Outbox {
+        var lines: [[UInt8]] = []
+        var closing = false
+    }
+    private let outbox = Mutex(Outbox())
+    private let wakeWriter = DispatchSemaphore(value: 0)
     private static let logger = Logger(label: "rollout.mcp")
     static let stderrLines = 20
 
@@ -472,13 +482,16 @@ final class MCPConnection: Sendable {
         self.pid = child.pid
         self.server = server
         self.sweepEvery = sweepEvery
-        self.stdin = Mutex(child.stdin)
     }
 
-    var isAlive: Bool { state.withLock { $0.dead == nil } }
+    /// False from the moment stdout closes (the process is going), before it is reaped.
+    var isAlive: Bool { state.withLock { $0.dead == nil && !$0.closed } }
 
-    /// Starts the stdout reader, the stderr drain and the timeout sweeper.
+    /// Starts the stdin writer, the stdout reader, the stderr drain and the timeout sweeper.
     func begin() {
+        let writer = Thread { [self] in writeLoop() }
+        writer.name = "mcp-\(server)-stdin"
+        writer.start()
         let reader = Thread { [self] in readLoop() }
         reader.name = "mcp-\(server)-stdout"
         reader.start()
@@ -502,6 +515,7 @@ final class MCPConnection: Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
                 let refused = state.withLock { s -> MCPError? in
                     if let dead = s.dead { return dead }
+                    if s.closed { return MCPError(.processExited, server: server, "the server process closed its output") }
                     s.pending[id] = Pending(continuation: continuation, deadline: .now + timeout, label: label, timeout: timeout)
                     return nil
                 }
@@ -513,9 +527,9 @@ final class MCPConnection: Sendable {
                     cancel(id)
                     return
                 }
-                // A failed write means the process is going away; the reader fails the call with
-                // the exit status once stdout closes.
-                _ = write(line)
+                if !enqueue(line), let p = state.withLock({ $0.pending.removeValue(forKey: id) }) {
+                    p.continuation.resume(throwing: NotSent(error: MCPError(.processExited, server: server, "the server's stdin is closed")))
+                }
             }
         } onCancel: {
             cancel(id)
@@ -526,7 +540,7 @@ final class MCPConnection: Sendable {
     func notify(_ method: String, params: JSONObject? = nil) {
         var message: JSONObject = ["jsonrpc": "2.0", "method": .string(method)]
         if let params { message["params"] = .object(params) }
-        _ = write(Self.encode(message))
+        _ = enqueue(Self.encode(message))
     }
 
     private func cancel(_ id: Int) {
@@ -562,31 +576,60 @@ final class MCPConnection: Sendable {
         return bytes
     }
 
-    /// Writes one whole line; false when stdin is closed or the pipe is broken.
-    private func write(_ bytes: [UInt8]) -> Bool {
-        stdin.withLock { fd in
-            guard fd >= 0 else { return false }
-            return bytes.withUnsafeBytes { buffer in
-                var offset = 0
-                while offset < buffer.count {
-                    let n = systemWrite(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        return false
-                    }
-                    offset += n
-                }
-                return true
-            }
+    /// Queues one line for the writer thread; false once stdin is being closed.
+    private func enqueue(_ line: [UInt8]) -> Bool {
+        let queued = outbox.withLock { o -> Bool in
+            guard !o.closing else { return false }
+            o.lines.append(line)
+            return true
         }
+        if queued { wakeWriter.signal() }
+        return queued
     }
 
+    /// Lets the writer finish what is queued, then close the child's stdin.
     private func closeStdin() {
-        stdin.withLock { fd in
-            if fd >= 0 {
-                close(fd)
-                fd = -1
+        let first = outbox.withLock { o -> Bool in
+            defer { o.closing = true }
+            return !o.closing
+        }
+        if first { wakeWriter.signal() }
+    }
+
+    private func writeLoop() {
+        let fd = child.stdin
+        var broken = false
+        var batch: [UInt8] = []
+        while true {
+            wakeWriter.wait()
+            let (lines, closing) = outbox.withLock { o -> ([[UInt8]], Bool) in
+                defer { o.lines.removeAll(keepingCapacity: true) }
+                return (o.lines, o.closing)
             }
+            // After a failed write (the process is gone) lines are dropped; the reader fails
+            // their calls with the exit status once stdout closes.
+            if !broken && !lines.isEmpty {
+                batch.removeAll(keepingCapacity: true)
+                for line in lines { batch.append(contentsOf: line) }
+                broken = !Self.writeAll(fd, batch)
+            }
+            if closing { break }
+        }
+        close(fd)
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = systemWrite(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return false
+                }
+                offset += n
+            }
+            return true
         }
     }
 
@@ -670,7 +713,7 @@ final class MCPConnection: Sendable {
         } else {
             reply["error"] = .object(["code": JSONValue(-32601), "message": .string("Method not found: \(method)")])
         }
-        _ = write(Self.encode(reply))
+        _ = enqueue(Self.encode(reply))
     }
 
     private static func intID(_ value: JSONValue) -> Int? {
@@ -720,6 +763,7 @@ final class MCPConnection: Sendable {
     /// After stdout closed: reap the process (killing it if it lingers), then fail every
     /// pending call with its exit status and last stderr lines.
     private func finish() {
+        state.withLock { $0.closed = true }
         var status = tryReap()
         var waited = 0
         while status == nil && waited < 100 {
@@ -735,16 +779,18 @@ final class MCPConnection: Sendable {
         // Give the stderr drain a moment to collect the final lines.
         for _ in 0..<30 where !state.withLock({ $0.stderrDone }) { usleep(10_000) }
         closeStdin()
-        let (pending, tail, terminating) = state.withLock { s -> ([Int: Pending], [String], Bool) in
+        let how = Self.describe(status: status ?? 0)
+        // Marking the connection dead and taking the pending calls in one step: a call cannot
+        // slip in between and wait forever.
+        let (pending, error) = state.withLock { s -> ([Int: Pending], MCPError) in
+            let error = MCPError(.processExited, server: server,
+                                 s.terminating ? "the server was shut down (\(how))" : "the server process exited (\(how))",
+                                 stderrTail: s.terminating ? [] : s.stderrTail)
+            s.dead = error
             let p = s.pending
             s.pending = [:]
-            return (p, s.stderrTail, s.terminating)
+            return (p, error)
         }
-        let how = Self.describe(status: status ?? 0)
-        let error = MCPError(.processExited, server: server,
-                             terminating ? "the server was shut down (\(how))" : "the server process exited (\(how))",
-                             stderrTail: terminating ? [] : tail)
-        state.withLock { $0.dead = error }
         for (_, p) in pending {
             p.continuation.resume(throwing: MCPError(.processExited, server: server, "\(p.label): \(error.message)",
                                                      stderrTail: error.stderrTail))
