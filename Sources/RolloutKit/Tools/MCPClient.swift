@@ -176,6 +176,11 @@ public final class MCPClient: Sendable {
         state.withLock { s in s.connection.flatMap { $0.isAlive ? $0.pid : nil } }
     }
 
+    /// Calls sent to the running process that await an answer.
+    public var callsInFlight: Int {
+        state.withLock { $0.connection }?.pendingCount ?? 0
+    }
+
     /// Spawns the process and runs the `initialize` handshake; does nothing when it is running.
     public func start() async throws {
         _ = try await connection()
@@ -321,7 +326,8 @@ public final class MCPClient: Sendable {
                 "capabilities": .object([:]),
                 "clientInfo": .object(["name": "rollout", "version": .string(Self.clientVersion)]),
             ]
-            let handshakeTimeout = min(callTimeout, .seconds(60))
+            // Starting can be slow (interpreters, package downloads), so never less than 30 s.
+            let handshakeTimeout = max(callTimeout, .seconds(30))
             let result: JSONValue
             do {
                 result = try await connection.call(id: nextID(), method: "initialize", params: .object(params),
@@ -483,6 +489,8 @@ final class MCPConnection: Sendable {
         self.server = server
         self.sweepEvery = sweepEvery
     }
+
+    var pendingCount: Int { state.withLock { $0.pending.count } }
 
     /// False from the moment stdout closes (the process is going), before it is reaped.
     var isAlive: Bool { state.withLock { $0.dead == nil && !$0.closed } }
