@@ -24,7 +24,7 @@ CREATE TABLE run_tasks (
     job     TEXT NOT NULL,
     samples INTEGER NOT NULL CHECK (samples >= 1),
     PRIMARY KEY (run_id, task_id)
-) STRICT, WITHOUT ROWID;
+) STRICT;
 
 -- The latest attempt of every sample: what resume, eval and export read.
 CREATE VIEW latest_rollouts AS

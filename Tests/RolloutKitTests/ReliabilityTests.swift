@@ -75,7 +75,7 @@ struct ReliabilityTests {
                           "--user-model", "http/user", "--run", "r"]
 
     @Test func sigkillMidRunThenResumeEndsWithExactlyNCompletedPerTask() async throws {
-        let server = try MockServerProcess(["--latency-ms", "30"])
+        let server = try MockServerProcess(["--latency-ms", "80"])
         let (dir, w) = try Self.setUp(port: server.port)
         // 13 single-domain tasks × 16 samples = 208 rollouts, ~10 model calls each.
         let args = Self.runArgs + ["--samples", "16", "--concurrency", "24", "--quiet"]
