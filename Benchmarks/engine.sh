@@ -149,10 +149,13 @@ def gnu_time(path):
     return wall, cpu, int(t["Maximum resident set size (kbytes)"]) / 1024
 
 summary = json.load(open(f"{d}/baseline-{n}-{c}.json"))
-per_rollout = summary["llm_calls"] / summary["rollouts"]
+per_rollout = summary["calls_per_rollout"]  # over the baseline's completed rollouts
 ideal = per_rollout * latency_ms / 1000 * math.ceil(n / c)
 print(f"LLM calls per rollout (baseline count): {per_rollout:.2f}; baseline errors: {summary['errors']}; "
       f"ideal = {per_rollout:.2f} x {latency_ms / 1000} s x ceil({n}/{c}) = {ideal:.2f} s")
+if summary["errors"]:
+    print(f"WARNING: {summary['errors']} of {n} baseline rollouts failed (see the lines with \"error\" in "
+          f"{d}/baseline-{n}-{c}.jsonl); its wall time is not comparable")
 print()
 print("| contender | ideal s | wall s | wall/ideal | CPU s | peak RSS MB | mock-server CPU s | rows written | speed-up vs baseline |")
 print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")

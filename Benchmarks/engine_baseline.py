@@ -18,8 +18,9 @@ The dialogue follows the Rollout framework's multi-turn loop:
 Tools run in-process: a trivial Python function returning a small JSON string. That favours this
 baseline, since the engine calls a real MCP server process.
 
-Prints one JSON summary line: rollouts, llm_calls, calls_per_rollout, wall_s, cpu_s (this
-process's user + system time), peak_rss_mb, errors.
+Prints one JSON summary line: rollouts, llm_calls (every answered call), calls_per_rollout
+(mean over the rollouts that completed), wall_s, cpu_s (this process's user + system time),
+peak_rss_mb, errors (failed rollouts, each still written as a line with "error").
 
 Usage: engine_baseline.py BASE_URL QUERIES.jsonl OUT.jsonl CONCURRENCY [--tools F] [--policy F]
 """
@@ -80,14 +81,19 @@ class Bench:
         self.policy = policy
         self.out = out
         self.llm_calls = 0
+        self.completed_calls = 0
         self.errors = 0
 
-    async def chat(self, **kwargs):
-        response = await self.client.chat.completions.create(**kwargs)
-        self.llm_calls += 1
-        return response.choices[0].message
-
     async def dialogue(self, query):
+        n_calls = 0
+
+        async def chat(**kwargs):
+            nonlocal n_calls
+            response = await self.client.chat.completions.create(**kwargs)
+            self.llm_calls += 1
+            n_calls += 1
+            return response.choices[0].message
+
         user_prompt = f"{USER_GUIDELINES}\n\n<scenario>{query['user_system_prompt']}</scenario>"
         messages = [{"role": "system", "content": self.policy}]
         user_message = next(m["content"] for m in query["messages"] if m["role"] == "user")
@@ -96,8 +102,8 @@ class Bench:
             messages.append({"role": "user", "content": user_message})
             turns += 1
             for _ in range(MAX_STEPS):
-                reply = await self.chat(model=AGENT_MODEL, messages=messages, tools=self.tools,
-                                        temperature=AGENT_TEMPERATURE)
+                reply = await chat(model=AGENT_MODEL, messages=messages, tools=self.tools,
+                                   temperature=AGENT_TEMPERATURE)
                 calls = [{"id": c.id, "type": "function",
                           "function": {"name": c.function.name, "arguments": c.function.arguments}}
                          for c in reply.tool_calls or []]
@@ -112,8 +118,8 @@ class Bench:
                                      "content": run_tool(c["function"]["name"], c["function"]["arguments"])})
             if turns >= MAX_TURNS:
                 break
-            reply = await self.chat(model=USER_MODEL, messages=user_view(user_prompt, messages),
-                                    temperature=USER_TEMPERATURE)
+            reply = await chat(model=USER_MODEL, messages=user_view(user_prompt, messages),
+                               temperature=USER_TEMPERATURE)
             user_message = reply.content or ""
             token = next((t for t in STOP_TOKENS if t in user_message), None)
             if token:
@@ -122,17 +128,19 @@ class Bench:
                 if closing:
                     messages.append({"role": "user", "content": closing})
                 break
-        return messages, stop_reason, turns
+        return messages, stop_reason, turns, n_calls
 
     async def rollout(self, query):
         async with self.sem:
             record = {"id": query["id"]}
             try:
-                messages, stop_reason, turns = await self.dialogue(query)
+                messages, stop_reason, turns, n_calls = await self.dialogue(query)
+                self.completed_calls += n_calls
                 record.update(messages=messages, success=True, stop_reason=stop_reason, total_turns=turns)
             except Exception as e:  # one failed rollout must not end the run
                 self.errors += 1
-                record.update(messages=[], success=False, stop_reason="error", total_turns=0, error=repr(e))
+                cause = f" (cause: {e.__cause__!r})" if e.__cause__ else ""
+                record.update(messages=[], success=False, stop_reason="error", total_turns=0, error=f"{e!r}{cause}")
             self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
@@ -145,9 +153,13 @@ async def main_async(args):
         policy = f.read()
     c = args.concurrency
     # The SDK's default pool allows 1,000 connections (100 kept alive); raise it to the
-    # concurrency so the client is not throttled below the semaphore.
+    # concurrency so the client is not throttled below the semaphore. Its default timeout is
+    # 600 s with 5 s to connect; at 2,048 in flight the one event loop can take longer than 5 s
+    # to come back to a connection it opened, and most rollouts then fail with timeouts
+    # (13,795 of 20,000 in a trial run), so connecting gets the same 600 s as the rest.
     http_client = DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=c, max_keepalive_connections=c))
-    client = AsyncOpenAI(base_url=args.base_url, api_key="bench", max_retries=args.max_retries, http_client=http_client)
+    client = AsyncOpenAI(base_url=args.base_url, api_key="bench", max_retries=args.max_retries,
+                         timeout=httpx.Timeout(600.0), http_client=http_client)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
     with open(args.out, "w") as out:
@@ -159,7 +171,7 @@ async def main_async(args):
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     print(json.dumps({
         "rollouts": len(queries), "concurrency": c, "llm_calls": bench.llm_calls,
-        "calls_per_rollout": round(bench.llm_calls / max(1, len(queries)), 3),
+        "calls_per_rollout": round(bench.completed_calls / max(1, len(queries) - bench.errors), 3),
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(cpu1.ru_maxrss / 1024, 1),
         "errors": bench.errors,
         "tools": "in-process Python function (favours this baseline; the engine calls a real MCP server)",
