@@ -167,11 +167,16 @@ extension Warehouse {
     /// A large ingest into WAL writes every page twice (to the log, then to the database). When
     /// this process has the file to itself, the ingest runs under a rollback journal instead —
     /// just as atomic, one write per new page — and WAL is restored afterwards. When another
-    /// connection holds the file, SQLite refuses the switch and the ingest runs in WAL.
+    /// connection holds the file, SQLite refuses the switch and the ingest runs in WAL. The
+    /// switch is tried once, without the busy timeout: an idle reader of this very process
+    /// (a pool connection that served an earlier read) counts as another connection, and
+    /// waiting the full timeout for it to go away would stall the ingest for nothing.
     private func enterBulkMode() -> Bool {
         guard path != nil else { return false }
         let mode = try? writer.barrierWriteWithoutTransaction { db -> String? in
             try db.execute(sql: "PRAGMA cache_size = -65536")
+            try db.execute(sql: "PRAGMA busy_timeout = 0")
+            defer { try? db.execute(sql: "PRAGMA busy_timeout = \(Warehouse.busyTimeoutMs)") }
             return try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
         }
         return mode == "delete"

@@ -43,10 +43,13 @@ public struct Warehouse: Sendable {
         return warehouse
     }
 
+    /// How long a connection waits for a lock another one holds.
+    static let busyTimeoutMs = 30_000
+
     private static func configuration() -> Configuration {
         var config = Configuration()
         config.foreignKeysEnabled = true
-        config.busyMode = .timeout(30)
+        config.busyMode = .timeout(Double(busyTimeoutMs) / 1000)
         config.prepareDatabase { db in
             // 16 KiB pages for a new file (no effect on an existing one): records are JSON of
             // a few KB, and larger pages halve the B-tree work of bulk ingest and full scans.
