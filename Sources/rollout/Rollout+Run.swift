@@ -278,8 +278,13 @@ struct RunOptions: ParsableArguments {
         let summary = try await reportingAsync { try await engine.run() }
         ticker?.cancel()
         if showProgress && isatty(STDERR_FILENO) == 1 { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        if let dir = outputDir {
-            let files = try reporting { try warehouse.writeRolloutOutputs(run: plan.runID, directory: dir) }
+        // --output-dir writes every job there; otherwise a config dataset's own output_path.
+        var paths: [String: String] = [:]
+        if outputDir == nil {
+            for job in request.jobs { if let p = job.settings.outputPath { paths[job.name] = p } }
+        }
+        if outputDir != nil || !paths.isEmpty {
+            let files = try reporting { try warehouse.writeRolloutOutputs(run: plan.runID, directory: outputDir, paths: paths) }
             for f in files { say("wrote \(f.path) (\(f.count) records)") }
         }
         if !quiet || summary.ending != .completed { printError(ProgressLine.summary(summary)) }

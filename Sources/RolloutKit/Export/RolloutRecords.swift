@@ -82,17 +82,18 @@ extension Warehouse {
         return out
     }
 
-    /// `--output-dir`: one Rollout-framework output JSONL per job of the run
-    /// (`DIR/<job>.jsonl`), one record per task and sample (its latest attempt), streamed
-    /// from the warehouse, each file written atomically and recorded in `exports`.
-    public func writeRolloutOutputs(run: Int64, directory: String) throws -> [ExportedFile] {
+    /// `--output-dir` and the config's `output_path`: one Rollout-framework output JSONL per
+    /// job of the run — `paths[job]` when given, else `DIR/<job>.jsonl` when `directory` is
+    /// given, else none — one record per task and sample (its latest attempt), streamed from
+    /// the warehouse, each file written atomically and recorded in `exports`.
+    public func writeRolloutOutputs(run: Int64, directory: String?, paths: [String: String] = [:]) throws -> [ExportedFile] {
         let jobs = try writer.read { db in
             try String.fetchAll(db, sql: "SELECT DISTINCT job FROM run_tasks WHERE run_id = ? ORDER BY job", arguments: [run])
         }
         var files: [ExportedFile] = []
         for job in jobs {
             let safe = job.replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "+", with: "_")
-            let path = URL(fileURLWithPath: directory).appending(path: safe + ".jsonl").path
+            guard let path = paths[job] ?? directory.map({ URL(fileURLWithPath: $0).appending(path: safe + ".jsonl").path }) else { continue }
             let out = try AtomicFileWriter(path: path)
             var count = 0
             do {
