@@ -111,11 +111,16 @@ struct Ingest: ParsableCommand {
         @Option(name: .long, help: "An environment variable KEY=VALUE (repeatable).") var env: [String] = []
         @Option(name: .long, help: "Working directory for the server.") var cwd: String?
         @Option(name: .long, help: "A domain whose tools this server provides (repeatable).") var domain: [String] = []
+        @Option(name: .customLong("session-arg"), help: ArgumentHelp(
+            "A tool argument the server keeps per-session state by: NAME or NAME=TEMPLATE.",
+            discussion: "Hidden from the agent and set on every call; TEMPLATE may use {session} (required), {task}, {run}, {sample}, {attempt}, {domain}. Default {session}."))
+        var sessionArg: String?
 
         func run() throws {
             let w = try warehouse.open()
             try flags.print(try reporting {
-                try w.ingestServer(name: name, command: command, args: args, env: env, cwd: cwd, domains: domain)
+                try w.ingestServer(name: name, command: command, args: args, env: env, cwd: cwd, domains: domain,
+                                   sessionArgument: sessionArg)
             })
         }
     }

@@ -77,7 +77,7 @@ struct CLITests {
         #expect(domains.stdout == #"[{"domain":"CityTransit+Library","members":2,"policy":"own","tools":9,"tasks":4}]"# + "\n")
 
         let status = try Self.rollout(["db", "status"], in: dir)
-        #expect(status.stdout.contains("schema version: 2 (0002_engine), up to date"))
+        #expect(status.stdout.contains("schema version: 3 (0003_server_sessions), up to date"))
         #expect(status.stdout.contains("journal mode:   wal"))
 
         let query = try Self.rollout(["query", "tasks-by-dataset", "--param", "dataset=Library", "--csv"], in: dir)
@@ -137,5 +137,42 @@ struct CLITests {
         #expect(unknown.stderr.contains("unknown model \"mock/agnt\""))
         #expect(unknown.stderr.contains("mock/agent"))
     }
-}
 
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: binary), "build the rollout executable first (swift build)"))
+    func aConfigDatasetsOutputPathGetsItsResultsReplacedNotAppended() throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        _ = try Self.rollout(["quickstart"], in: dir)  // the example data, with its tool servers registered
+        try """
+            models:
+              mock/agent: {provider: mock, mode: agent}
+              mock/user: {provider: mock, mode: user}
+            """.write(to: dir.appending(path: "models.yml"), atomically: true, encoding: .utf8)
+        try """
+            max_workers: 4
+            models_config_file: models.yml
+            datasets:
+              Library:
+                path: rollout-example/single_domain/queries/Library.jsonl
+                output_path: out/Library.jsonl
+                mcp_domain: Library
+                agent: {model: mock/agent}
+                user: {model: mock/user}
+                max_turns: 4
+                mode: dialogue
+            """.write(to: dir.appending(path: "run.yml"), atomically: true, encoding: .utf8)
+        let first = try Self.rollout(["run", "--config", "run.yml", "--samples", "2", "--quiet"], in: dir)
+        #expect(first.status == 0, "\(first.stderr)")
+        let out = dir.appending(path: "out/Library.jsonl")
+        let lines = try String(contentsOf: out, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 14, "7 tasks × 2 samples")
+        #expect(lines.allSatisfy { $0.contains(#""success":true"#) && $0.contains(#""messages":[{"role":"user""#) })
+        // Resuming the finished run writes the same file again, whole: no duplicated lines.
+        let second = try Self.rollout(["run", "--config", "run.yml", "--samples", "2", "--quiet"], in: dir)
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(try String(contentsOf: out, encoding: .utf8).split(separator: "\n") == lines)
+        let exports = try Self.rollout(["query", "--csv", dir.appending(path: "e.sql").path], in: dir,
+                                       sql: "SELECT format, count FROM exports ORDER BY id")
+        #expect(exports.stdout == "format,count\r\nrollout,14\r\nrollout,14\r\n")
+    }
+}

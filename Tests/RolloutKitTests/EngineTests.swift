@@ -219,13 +219,13 @@ struct EngineTests {
         var toolset = Toolset()
         toolset.specifications = [ToolSpecification(name: "sap_get_x", parameters: .object([:]))]
         toolset.routes["sap_get_x"] = .init(server: "sap", serverID: 1, name: "sap.get_x")
-        let unknown = await router.call(ToolCall(id: "1", name: "nope", arguments: "{}"), toolset: toolset, session: "1")
+        let unknown = await router.call(ToolCall(id: "1", name: "nope", arguments: "{}"), toolset: toolset, session: ToolSession(id: "1", values: [:]))
         #expect(unknown.isError && unknown.text.contains("not available") && unknown.text.contains("sap_get_x"))
-        let bad = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "{not json"), toolset: toolset, session: "1")
+        let bad = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "{not json"), toolset: toolset, session: ToolSession(id: "1", values: [:]))
         #expect(bad.isError && bad.text.contains("not valid JSON"))
-        let array = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "[1]"), toolset: toolset, session: "1")
+        let array = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "[1]"), toolset: toolset, session: ToolSession(id: "1", values: [:]))
         #expect(array.isError && array.text.contains("JSON object"))
-        let noServer = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "{}"), toolset: toolset, session: "1")
+        let noServer = await router.call(ToolCall(id: "1", name: "sap_get_x", arguments: "{}"), toolset: toolset, session: ToolSession(id: "1", values: [:]))
         #expect(noServer.isError && noServer.text.contains("no tool server"))
     }
 

@@ -92,6 +92,15 @@ final class RolloutRun: @unchecked Sendable {
 
     var context: CallContext { CallContext(role: .agent, runID: engine.plan.runID, rolloutID: item.rolloutID) }
 
+    /// Whom this rollout's tool calls are for: the rollout id (`_meta.sessionId`) and what a
+    /// server's session-argument template may use.
+    var toolSession: ToolSession {
+        let id = String(item.rolloutID)
+        return ToolSession(id: id, values: ["session": id, "task": task.externalID, "run": engine.plan.runName,
+                                            "sample": String(item.sample), "attempt": String(item.attempt),
+                                            "domain": item.domainKey ?? ""])
+    }
+
     private func append(_ m: ChatMessage) {
         engine.writer.enqueue(.message(rollout: item.rolloutID, idx: messages.count, turn: turn, message: m, at: Timestamp.now()))
         engine.transcript(self, m)
@@ -163,7 +172,7 @@ final class RolloutRun: @unchecked Sendable {
         let callIdx = messages.count
         append(reply)
         guard !reply.toolCalls.isEmpty else { return (false, response) }
-        let session = String(item.rolloutID)
+        let session = toolSession
         let calls = reply.toolCalls
         let answers = await withTaskGroup(of: (Int, ToolRouter.Answer).self) { group in
             for (i, call) in calls.enumerated() {

@@ -86,7 +86,7 @@ public final class RolloutEngine: Sendable {
                              environment: environment)
         var specs: [MCPServerSpec] = []
         if let all = try? warehouse.writer.read({ db in try warehouse.serverSpecs(db) }) { specs = all }
-        tools = ToolRouter(servers: specs)
+        tools = ToolRouter(servers: specs, environment: environment)
         userGuidelines = request.userGuidelines ?? UserSimulator.defaultGuidelines
         var reasoning: [String: ReasoningHistory] = [:]
         for e in request.registry.entries {

@@ -9,6 +9,8 @@ struct Toolset: Sendable {
         var server: String
         var serverID: Int64
         var name: String
+        /// The argument the server isolates sessions by, hidden from the agent and set per call.
+        var session: SessionArgument?
     }
 
     var specifications: [ToolSpecification] = []
@@ -27,7 +29,14 @@ struct Toolset: Sendable {
 
     var routesJSON: JSONValue {
         .object(JSONObject(pairs: specifications.compactMap { spec in
-            routes[spec.name].map { (spec.name, JSONValue.object(["server": .string($0.server), "name": .string($0.name)])) }
+            routes[spec.name].map { route in
+                var o: JSONObject = ["server": .string(route.server), "name": .string(route.name)]
+                if let a = route.session {
+                    o["session_argument"] = .string(a.name)
+                    o["session_template"] = .string(a.template)
+                }
+                return (spec.name, JSONValue.object(o))
+            }
         }))
     }
 }
@@ -37,18 +46,23 @@ struct Toolset: Sendable {
 final class ToolRouter: Sendable {
     private let specs: [String: MCPServerSpec]
     private let clients = Mutex<[String: MCPClient]>([:])
+    private let environment: [String: String]
+    /// Private to this router's server processes; removed at shutdown (see `ServerStateDirectory`).
+    let stateDirectory: ServerStateDirectory
 
-    init(servers: [MCPServerSpec]) {
+    init(servers: [MCPServerSpec], environment: [String: String] = ProcessInfo.processInfo.environment) {
         var s: [String: MCPServerSpec] = [:]
         for spec in servers { s[spec.name] = spec }
         specs = s
+        self.environment = environment
+        stateDirectory = ServerStateDirectory()
     }
 
     private func client(_ server: String) -> MCPClient? {
         guard let spec = specs[server] else { return nil }
         return clients.withLock { c in
             if let existing = c[server] { return existing }
-            let made = MCPClient(spec: spec)
+            let made = MCPClient(spec: spec, environment: stateDirectory.environment(for: server, base: environment))
             c[server] = made
             return made
         }
@@ -63,7 +77,7 @@ final class ToolRouter: Sendable {
 
     /// Calls the tool the agent named. Never throws: an unknown tool, arguments that are not a
     /// JSON object, a server error or a server that died are answered as tool errors.
-    func call(_ call: ToolCall, toolset: Toolset, session: String) async -> Answer {
+    func call(_ call: ToolCall, toolset: Toolset, session: ToolSession) async -> Answer {
         let started = ContinuousClock.now
         guard let route = toolset.routes[call.name] else {
             let offered = toolset.specifications.map(\.name).joined(separator: ", ")
@@ -90,8 +104,10 @@ final class ToolRouter: Sendable {
             return Answer(text: "Error: no tool server is configured for \(route.server) (register one with `rollout ingest server`).",
                           isError: true, latencyMs: 0, serverID: route.serverID)
         }
+        var sent = arguments
+        if let a = route.session { sent[a.name] = .string(a.render(session.values)) }
         do {
-            let result = try await client.callTool(name: route.name, arguments: arguments, sessionID: session)
+            let result = try await client.callTool(name: route.name, arguments: sent, sessionID: session.id)
             return Answer(text: result.text, isError: result.isError, latencyMs: started.millisecondsSince, serverID: route.serverID)
         } catch {
             return Answer(text: "Error: \(error)", isError: true, latencyMs: started.millisecondsSince, serverID: route.serverID)
@@ -107,9 +123,44 @@ final class ToolRouter: Sendable {
     func shutdown() async {
         let all = clients.withLock { Array($0.values) }
         for c in all { await c.shutdown() }
+        stateDirectory.remove()
     }
 
     var restarts: Int { clients.withLock { $0.values.reduce(0) { $0 + $1.restartCount } } }
+}
+
+/// Who a tool call is made for: `id` goes in `_meta.sessionId`; `values` fill a server's
+/// session-argument template.
+struct ToolSession: Sendable {
+    var id: String
+    var values: [String: String]
+}
+
+/// A directory private to one engine process's tool servers: each server gets
+/// `ROLLOUT_STATE_DIR` = `<dir>/<server name>` in its environment, so a server that persists
+/// per-session state to files (referenced in its env as `${ROLLOUT_STATE_DIR}`) starts empty in
+/// every run and keeps its state across restarts within the run. Created lazily, removed at
+/// shutdown.
+final class ServerStateDirectory: Sendable {
+    let root: URL
+
+    init() {
+        root = FileManager.default.temporaryDirectory
+            .appending(path: "rollout-servers-\(getpid())-\(UUID().uuidString.prefix(8))", directoryHint: .isDirectory)
+    }
+
+    func environment(for server: String, base: [String: String]) -> [String: String] {
+        let safe = String(server.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" })
+        let dir = root.appending(path: safe, directoryHint: .isDirectory)
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var env = base
+        env["ROLLOUT_STATE_DIR"] = dir.path
+        return env
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(at: root)
+    }
 }
 
 /// A problem that stops a run before or while it runs, said for the user.
@@ -124,7 +175,8 @@ extension Warehouse {
     func toolset(domainKey: String, _ db: Database) throws -> Toolset {
         let keys = [domainKey] + (domainKey.contains("+") ? domainKey.split(separator: "+").map(String.init) : [])
         let rows = try Row.fetchAll(db, sql: """
-            SELECT DISTINCT s.id AS server_id, s.name AS server, t.name, t.api_name, t.description, t.schema, t.ordinal
+            SELECT DISTINCT s.id AS server_id, s.name AS server, s.session_argument, s.session_template,
+                   t.name, t.api_name, t.description, t.schema, t.ordinal
             FROM domains d
             JOIN domain_servers ds ON ds.domain_id = d.id
             JOIN servers s ON s.id = ds.server_id
@@ -142,9 +194,14 @@ extension Warehouse {
             }
             let schema = try JSONParser.parse(row["schema"] as String)
             let function = schema["function"] ?? .object([:])
-            let parameters = function["parameters"] ?? .object(["type": "object", "properties": .object([:])])
+            var parameters = function["parameters"] ?? .object(["type": "object", "properties": .object([:])])
+            var session: SessionArgument?
+            if let name = row["session_argument"] as String? {
+                session = try SessionArgument(name: name, template: row["session_template"] ?? SessionArgument.defaultTemplate)
+                parameters = session!.hidden(from: parameters)
+            }
             set.specifications.append(ToolSpecification(name: apiName, description: row["description"], parameters: parameters))
-            set.routes[apiName] = .init(server: server, serverID: row["server_id"], name: row["name"])
+            set.routes[apiName] = .init(server: server, serverID: row["server_id"], name: row["name"], session: session)
         }
         return set
     }

@@ -212,18 +212,27 @@ extension Warehouse {
         }
     }
 
-    /// `rollout ingest server`: how to launch an MCP server over stdio.
+    /// `rollout ingest server`: how to launch an MCP server over stdio. `sessionArgument`
+    /// (`NAME` or `NAME=TEMPLATE`, see `SessionArgument`) names the tool argument the server
+    /// keeps per-session state by, when it does not use `_meta.sessionId`.
     public func ingestServer(name: String, command: String, args: [String] = [], env: [String] = [],
-                             cwd: String? = nil, domains: [String] = []) throws -> IngestReport {
-        try ingest(kind: "server", source: name, options: .init()) { session in
-            try Self.registerServer(session, name: name, command: command, args: args, env: env, cwd: cwd, domains: domains)
+                             cwd: String? = nil, domains: [String] = [], sessionArgument: String? = nil) throws -> IngestReport {
+        let session: SessionArgument?
+        do {
+            session = try sessionArgument.map(SessionArgument.init(parsing:))
+        } catch let e as FieldError {
+            throw IngestError(file: "--session-arg", field: e.field, e.reason)
+        }
+        return try ingest(kind: "server", source: name, options: .init()) { s in
+            try Self.registerServer(s, name: name, command: command, args: args, env: env, cwd: cwd, domains: domains,
+                                    sessionArgument: session)
         }
     }
 
     /// Inserts or updates a server's launch definition and links it to `domains`, inside an
     /// ingest.
     static func registerServer(_ session: IngestSession, name: String, command: String, args: [String], env: [String],
-                               cwd: String?, domains: [String]) throws {
+                               cwd: String?, domains: [String], sessionArgument: SessionArgument? = nil) throws {
         var envObject = JSONObject()
         for pair in env {
             guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
@@ -239,20 +248,27 @@ extension Warehouse {
         let catalog = Catalog(session: session)
         let argsText = JSONValue.array(args.map(JSONValue.string)).jsonText
         let envText = JSONValue.object(envObject).jsonText
+        let argName = sessionArgument?.name, argTemplate = sessionArgument?.template
         let db = session.db
-        if let row = try Row.fetchOne(db, sql: "SELECT id, command, args, env, cwd FROM servers WHERE name = ?", arguments: [name]) {
+        if let row = try Row.fetchOne(db, sql: "SELECT id, command, args, env, cwd, session_argument, session_template FROM servers WHERE name = ?",
+                                      arguments: [name]) {
             let same = (row["command"] as String?) == command && row["args"] as String == argsText
                 && row["env"] as String == envText && (row["cwd"] as String?) == cwd
+                && (row["session_argument"] as String?) == argName && (row["session_template"] as String?) == argTemplate
             if same {
                 session.report.count("servers", .unchanged)
             } else {
-                try db.execute(sql: "UPDATE servers SET command = ?, args = ?, env = ?, cwd = ?, updated_at = ? WHERE id = ?",
-                               arguments: [command, argsText, envText, cwd, session.now, row["id"] as Int64])
+                try db.execute(sql: """
+                    UPDATE servers SET command = ?, args = ?, env = ?, cwd = ?, session_argument = ?, session_template = ?, updated_at = ?
+                    WHERE id = ?
+                    """, arguments: [command, argsText, envText, cwd, argName, argTemplate, session.now, row["id"] as Int64])
                 session.report.count("servers", .updated)
             }
         } else {
-            try db.execute(sql: "INSERT INTO servers(name, command, args, env, cwd, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           arguments: [name, command, argsText, envText, cwd, session.now, session.now])
+            try db.execute(sql: """
+                INSERT INTO servers(name, command, args, env, cwd, session_argument, session_template, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [name, command, argsText, envText, cwd, argName, argTemplate, session.now, session.now])
             session.report.count("servers", .inserted)
         }
         let serverID = try catalog.server(named: name)

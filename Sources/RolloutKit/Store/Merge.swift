@@ -205,8 +205,12 @@ private final class MergeJob {
                       columns: ["key", "size", "policy", "policy_source", "created_at", "updated_at"],
                       conflict: "'domain ' || s.key || ': the policy differs'")
         try dimension("servers", join: "LEFT JOIN main.servers d ON d.name = s.name",
-                      differs: "s.command IS NOT d.command OR s.args <> d.args OR s.env <> d.env OR s.cwd IS NOT d.cwd",
-                      columns: ["name", "command", "args", "env", "cwd", "created_at", "updated_at"],
+                      differs: """
+                          s.command IS NOT d.command OR s.args <> d.args OR s.env <> d.env OR s.cwd IS NOT d.cwd
+                          OR s.session_argument IS NOT d.session_argument OR s.session_template IS NOT d.session_template
+                          """,
+                      columns: ["name", "command", "args", "env", "cwd", "session_argument", "session_template",
+                                "created_at", "updated_at"],
                       conflict: "'server ' || s.name || ': how to launch it differs'")
         try domainServers()
         try tools()

@@ -31,7 +31,10 @@ extension Warehouse {
     /// file. One ingest (kind "tools", source "mcp:NAME").
     public func syncTools(server: String, callTimeout: Duration = .seconds(120)) async throws -> IngestReport {
         let spec = try serverSpec(named: server)
-        let client = MCPClient(spec: spec, callTimeout: callTimeout)
+        let state = ServerStateDirectory()
+        defer { state.remove() }
+        let client = MCPClient(spec: spec, callTimeout: callTimeout,
+                               environment: state.environment(for: server, base: ProcessInfo.processInfo.environment))
         let listed: [JSONValue]
         do {
             try await client.start()
