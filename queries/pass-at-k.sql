@@ -65,14 +65,13 @@ counted AS (
                  (SELECT user_model FROM runs WHERE id = gc.run_id), '(unknown)')
            END AS g,
            gc.n - CASE WHEN (SELECT drop_failed FROM params) THEN gc.f ELSE 0 END
-                - CASE WHEN (SELECT drop_undecided FROM params) THEN gc.u - gc.fu ELSE 0 END AS n,
-           gc.c - gc.fc AS c,
+                - CASE WHEN (SELECT drop_undecided FROM params) THEN gc.u - gc.fu ELSE 0 END AS tn,
+           gc.c - gc.fc AS tc,
            count(*) AS tasks
     FROM grade_counts gc JOIN tasks t ON t.id = gc.task_id
     WHERE gc.grader = (SELECT grader FROM params) AND gc.grader_version = (SELECT v FROM chosen)
       AND gc.run_id BETWEEN (SELECT lo FROM params) AND (SELECT hi FROM params)
     GROUP BY 1, 2, 3
-    HAVING n > 0
 ),
 cells AS MATERIALIZED (
     SELECT CASE p.by
@@ -82,8 +81,9 @@ cells AS MATERIALIZED (
              WHEN 'task' THEN (SELECT ds.name || '/' || t.external_id FROM tasks t JOIN datasets ds ON ds.id = t.dataset_id WHERE t.id = x.g)
              WHEN 'agent_model' THEN x.g WHEN 'user_model' THEN x.g
              ELSE '(unknown :by ' || p.by || ')'
-           END AS key, x.n, x.c, sum(x.tasks) AS tasks
+           END AS key, x.tn AS n, x.tc AS c, sum(x.tasks) AS tasks
     FROM counted x, params p
+    WHERE x.tn > 0
     GROUP BY 1, 2, 3
 ),
 kk AS (
