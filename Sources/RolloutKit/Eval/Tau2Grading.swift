@@ -9,8 +9,9 @@ import Foundation
 /// - **communicate**: every `communicate_info` string (τ-bench v1: `outputs`) appears in some
 ///   assistant message, compared lower-cased with commas removed (τ²'s rule). Basis `COMMUNICATE`.
 ///
-/// A component with nothing to check passes (as in τ²). What needs the environment or a
-/// judge (`DB`, `ENV_ASSERTION`, `NL_ASSERTION`) is listed as not decided.
+/// A component with nothing to check passes (as in τ²). The overall verdict is both
+/// components; a task that lists neither action nor communicate_info gets NULL. What needs the
+/// environment or a judge (`DB`, `ENV_ASSERTION`, `NL_ASSERTION`) is listed as not decided.
 public enum Tau2Grading {
     public struct Call: Sendable {
         public var name: String
@@ -82,7 +83,11 @@ public enum Tau2Grading {
         let both = (actions.passed ?? false) && (communicate.passed ?? false)
         var text = "\(actions.explanation); \(communicate.explanation)"
         if !undecided.isEmpty { text += "; not decided from the trajectory: \(undecided.joined(separator: ", "))" }
-        let overall = Verdict(passed: both, value: total == 0 ? 1 : Double(passedChecks) / Double(total), explanation: text)
+        // Overall: both components, over what the task lists; with neither listed the trajectory
+        // decides nothing about this task.
+        let overall = total == 0
+            ? Verdict.undecidable("no actions or communicate_info to check" + (undecided.isEmpty ? "" : "; not decided from the trajectory: \(undecided.joined(separator: ", "))"))
+            : Verdict(passed: both, value: Double(passedChecks) / Double(total), explanation: text)
         return Result(overall: overall, actions: actions, communicate: communicate)
     }
 }

@@ -110,9 +110,10 @@ public enum TextGrading {
         return Verdict(passed: true, explanation: "matched \(quote(String(response[r])))")
     }
 
-    /// Numbers written in text: `-1,234.5`, `3e8`, `.5`; thousands separators dropped.
+    /// Numbers written in text: `-1,234.5`, `3e8`, `.5`; thousands separators dropped. A digit
+    /// run inside a word (`v2`, `3rd`) or a dotted sequence (`1.2.3`) is not a number.
     public static func numbers(in text: String) -> [Double] {
-        let re = try! NSRegularExpression(pattern: #"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\w)|(?<![\w.])[-+−]?\.\d+(?!\w)"#)
+        let re = try! NSRegularExpression(pattern: #"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w]|\.\d)|(?<![\w.])[-+−]?\.\d+(?![\w]|\.\d)"#)
         return re.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap { m in
             guard let r = Range(m.range, in: text) else { return nil }
             return Double(text[r].replacingOccurrences(of: ",", with: "").replacingOccurrences(of: "−", with: "-"))
