@@ -123,6 +123,11 @@ extension Warehouse {
     /// Failed rollouts are graded as not passed without further work (the `sql` grader
     /// evaluates its expression on them too).
     public func grade(run: String, definition: GraderDefinition, options: GradeOptions = .init()) async throws -> GradeReport {
+        if definition.kind == .llmJudge {
+            // The judge must be callable before a version is registered for it.
+            guard let client = options.client else { throw GradeError("the llm-judge grader needs a model client") }
+            _ = try client.registry.resolve(definition.string("model") ?? "", keyPath: "model")
+        }
         let (runID, version, isNew, componentVersions) = try await register(run: run, definition: definition)
         var report = GradeReport(run: run, grader: definition.name, kind: definition.kind.rawValue, version: version, newVersion: isNew)
         (report.alreadyGraded, report.notFinished) = try await coverage(runID: runID, grader: definition.name, version: version)
