@@ -15,6 +15,8 @@ UNION ALL SELECT 'batches', count(*) FROM batches
 UNION ALL SELECT 'batch_requests', count(*) FROM batch_requests
 UNION ALL SELECT 'batch_results', count(*) FROM batch_results
 UNION ALL SELECT 'grades', count(*) FROM grades
+UNION ALL SELECT 'graders', count(*) FROM graders
+UNION ALL SELECT 'grade_counts', count(*) FROM grade_counts
 UNION ALL SELECT 'scores', count(*) FROM scores
 UNION ALL SELECT 'exports', count(*) FROM exports
 UNION ALL SELECT 'repo_structures', count(*) FROM repo_structures

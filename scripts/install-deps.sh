@@ -23,9 +23,12 @@ if [ "${1:-}" = "--test" ]; then
   # MCP servers the client tests talk to: the official Python SDK (2.x) and the τ² mock domain.
   python3 -c "import mcp.server.mcpserver, tau2_mock_mcp" 2>/dev/null || \
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore mcp==2.3.0 tau2-mock-mcp-eval==0.4.0
+  # numpy: the reference implementation of pass@k (Chen et al. 2021) the estimator tests check against.
+  python3 -c "import numpy" 2>/dev/null || \
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore numpy
 fi
 
 if [ "${1:-}" = "--bench" ]; then
   # The baselines the benchmarks compare against.
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlite-utils openai
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlite-utils openai numpy
 fi

@@ -184,18 +184,19 @@ struct Quickstart: AsyncParsableCommand {
         let summary = try await reportingAsync { try await engine.run() }
         print(ProgressLine.summary(summary))
         guard summary.ending == .completed else { throw ExitCode(1) }
-        let (graded, passed) = try reporting { try w.gradeStopReason(run: "quickstart") }
+        let (graded, passed) = try await reportingAsync { try await w.gradeStopReason(run: "quickstart") }
         print("graded \(graded) rollouts with stop-reason (passed: the user ended with ###STOP###): \(passed) passed")
-        for k in [1, samples] where k >= 1 {
-            let table = try reporting { try QueryRunner(w).run("pass-at-k", parameters: ["run": "quickstart", "k": String(k)]) }
-            print("")
-            print(ResultFormat.table.render(table[0]), terminator: "")
-            if k == samples { break }
+        let ks = Array(Set([1, samples])).sorted()
+        let eval = try reporting {
+            try w.evaluate(EvalRequest(run: "quickstart", grader: "stop-reason", ks: ks, by: .domain, short: .cap))
         }
+        print("")
+        print(ResultFormat.table.render(EvalFormatting.rounded(eval.table)), terminator: "")
         print("""
 
             Next:
-              rollout query pass-at-k --param run=quickstart --param k=3   # the table above, any k
+              rollout eval --run quickstart --k 1,2,3 --by dataset           # the table above, any k or grouping
+              rollout query pass-at-k --param run=quickstart --param k=3   # the same SQL, as a query
               rollout query runs                                           # runs and their counts
               sqlite3 \(warehouse.path) "SELECT role, substr(content, 1, 60) FROM messages WHERE rollout_id = 1 ORDER BY idx"
               rollout run --config configs/example.yml                      # a Rollout-framework config

@@ -42,7 +42,8 @@ struct ConfigTests {
 
     @Test func repositoryModelRegistryLoads() throws {
         let registry = try ModelRegistry.load(file: Self.modelsFile)
-        #expect(registry.entries.map(\.name) == ["mock/agent", "mock/user", "mock/judge", "openai/gpt-4o",
+        #expect(registry.entries.map(\.name) == ["mock/agent", "mock/user", "mock/judge", "mock/judge-abc", "mock/judge-yes-no",
+                                                 "mock/judge-json", "openai/gpt-4o",
                                                  "anthropic/claude-sonnet-4-5", "deepseek/deepseek-reasoner", "vllm/qwen3-8b"])
         let gpt = try #require(registry.entry(named: "openai/gpt-4o"))
         #expect(gpt.provider == .openai)

@@ -39,7 +39,7 @@ struct FakeLLMTests {
         """
 
     /// Starts `fakellm serve` on a free-ish port and waits until it answers.
-    static func withFakeLLM(_ body: (Int, LLMClient) async throws -> Void) async throws {
+    static func withFakeLLM(config: String = Self.config, _ body: (Int, LLMClient) async throws -> Void) async throws {
         let dir = FileManager.default.temporaryDirectory.appending(path: "fakellm-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -25,7 +25,7 @@ struct QueryRunnerTests {
         #expect(stats.columns == ["table", "rows"])
         var rows: [String: String] = [:]
         for r in text(stats) { rows[r[0]] = r[1] }
-        #expect(rows.count == 20)
+        #expect(rows.count == 22)
         #expect(rows["tasks"] == "17")
         #expect(rows["datasets"] == "3")
         #expect(rows["domains"] == "3")

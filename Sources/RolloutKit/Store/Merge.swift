@@ -170,12 +170,14 @@ extension Warehouse {
 private final class MergeJob {
     static let tempTables = ["merge_ingests", "merge_datasets", "merge_domains", "merge_servers", "merge_tools",
                              "merge_models", "merge_repo_structures", "merge_tasks", "merge_runs", "merge_rollouts",
-                             "merge_messages"]
+                             "merge_messages", "merge_graders"]
     /// Tables that are copied (or deliberately not), so a table added by a later schema and not
     /// known here is reported rather than silently left behind.
     static let handled: Set<String> = ["ingests", "ingest_errors", "datasets", "domains", "servers", "domain_servers",
                                        "tools", "tasks", "repo_structures", "models", "runs", "rollouts", "messages",
-                                       "tool_calls", "llm_calls", "grades", "run_domains", "run_tasks"]
+                                       "tool_calls", "llm_calls", "grades", "run_domains", "run_tasks", "graders",
+                                       // kept by triggers on grades and rollouts: right by construction
+                                       "grade_counts"]
     static let skipped: [(table: String, why: String)] = [
         ("scores", "stored evaluation tables; compute them again on the merged warehouse"),
         ("exports", "records of files written on the input's machine"),
@@ -234,6 +236,7 @@ private final class MergeJob {
         try runTasks()
         try rollouts()
         try children()
+        try graders()
         try grades()
         try runStatus()
         try notMerged()
@@ -655,8 +658,9 @@ private final class MergeJob {
     func grades() throws {
         let rows = """
             FROM src.grades s JOIN temp.merge_rollouts m ON m.src_id = s.rollout_id
+            LEFT JOIN temp.merge_graders mg ON mg.name = s.grader AND mg.src_version = s.grader_version
             LEFT JOIN main.grades d ON m.state = 'same' AND d.rollout_id = m.dst_id
-                                   AND d.grader = s.grader AND d.grader_version = s.grader_version
+                                   AND d.grader = s.grader AND d.grader_version = coalesce(mg.dst_version, s.grader_version)
             """
         var c = MergeReport.Counts(table: "grades")
         c.alreadyPresent = try int("""
@@ -675,10 +679,44 @@ private final class MergeJob {
             """)
         c.inserted = try exec("""
             INSERT INTO main.grades(rollout_id, grader, grader_version, value, passed, explanation, created_at)
-            SELECT m.dst_id, s.grader, s.grader_version, s.value, s.passed, s.explanation, s.created_at
+            SELECT m.dst_id, s.grader, coalesce(mg.dst_version, s.grader_version), s.value, s.passed, s.explanation, s.created_at
             \(rows) WHERE m.state IN ('new', 'fill') OR (m.state = 'same' AND d.id IS NULL) ORDER BY s.id
             """)
         report["grades"] = c
+    }
+
+    /// Grader versions by definition: a definition OUT has (under any version) maps the input's
+    /// version to OUT's; a new one keeps its number when OUT does not use it, else gets OUT's
+    /// next. The input's grades are copied under the mapped versions.
+    func graders() throws {
+        try exec("CREATE TEMP TABLE merge_graders(name TEXT NOT NULL, src_version INTEGER NOT NULL, dst_version INTEGER, PRIMARY KEY (name, src_version))")
+        try exec("""
+            INSERT INTO temp.merge_graders(name, src_version, dst_version)
+            SELECT s.name, s.version, d.version FROM src.graders s
+            LEFT JOIN main.graders d ON d.name = s.name AND d.definition = s.definition
+            """)
+        var c = MergeReport.Counts(table: "graders")
+        c.alreadyPresent = try int("SELECT count(*) FROM temp.merge_graders WHERE dst_version IS NOT NULL")
+        let new = try Row.fetchAll(db, sql: """
+            SELECT s.name, s.version, s.kind, s.definition, s.created_at FROM src.graders s
+            JOIN temp.merge_graders m ON m.name = s.name AND m.src_version = s.version AND m.dst_version IS NULL
+            ORDER BY s.name, s.version
+            """)
+        for row in new {
+            let name: String = row[0]
+            let wanted: Int = row[1]
+            let taken = try int("""
+                SELECT (SELECT count(*) FROM main.graders WHERE name = ?1 AND version = ?2)
+                     + (SELECT count(*) FROM main.grades WHERE grader = ?1 AND grader_version = ?2)
+                """, [name, wanted])
+            let version = taken == 0 ? wanted : 1 + max(try int("SELECT coalesce(max(version), 0) FROM main.graders WHERE name = ?", [name]),
+                                                        try int("SELECT coalesce(max(grader_version), 0) FROM main.grades WHERE grader = ?", [name]))
+            try exec("INSERT INTO main.graders(name, version, kind, definition, created_at) VALUES (?, ?, ?, ?, ?)",
+                     [name, version, row[2] as String, row[3] as String, row[4] as String])
+            try exec("UPDATE temp.merge_graders SET dst_version = ? WHERE name = ? AND src_version = ?", [version, name, wanted])
+            c.inserted += 1
+        }
+        report["graders"] = c
     }
 
     /// A run on both sides gets a status from both: `completed` when every planned sample
