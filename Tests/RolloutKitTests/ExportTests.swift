@@ -647,3 +647,48 @@ struct ExportTests {
         #expect(call["name"]?.stringValue != nil && call["arguments"]?.objectValue != nil)
     }
 }
+
+@Suite("Export CLI")
+struct ExportCLITests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: CLITests.binary), "build the rollout executable first (swift build)"))
+    func labelAndExportFromTheCommandLine() throws {
+        let dir = try CLITests.scratch()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func run(_ args: [String]) throws -> CLITests.Result { try CLITests.rollout(args, in: dir) }
+        #expect(try run(["ingest", "trajectories", Fixture.path(ExportHarness.tauFile), "--run", "gpt4o", "--format", "tau-bench"]).status == 0)
+        #expect(try run(["ingest", "tools", Fixture.path("tau-bench/airline_tools.json"), "--server", "airline", "--domain", "airline"]).status == 0)
+        let grade = try CLITests.rollout(["query", "--write", dir.appending(path: "grade.sql").path], in: dir, sql: """
+            INSERT INTO grades(rollout_id, grader, grader_version, value, passed, created_at)
+            SELECT id, 'reward', 1, reward, reward >= 1, '2026-01-01T00:00:00.000Z' FROM rollouts;
+            """)
+        #expect(grade.status == 0, "\(grade.stderr)")
+        let label = try run(["label", "--run", "gpt4o", "--domain", "airline"])
+        #expect(label.status == 0, "\(label.stderr)")
+        #expect(label.stdout.contains("labeled 44 rollouts of run gpt4o (domain airline): 44 new"))
+        let export = try run(["export", "--run", "gpt4o", "--format", "training", "--out", "train.jsonl", "--passed-only",
+                              "--split", "train=0.8,val=0.2", "--seed", "7", "--stop-reason", "a,b", "--json"])
+        #expect(export.status == 0, "\(export.stderr)")
+        let report = try JSONParser.parse(export.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        #expect(report["grader"] == "reward", "the run's only grader")
+        #expect(report["written"] == .number("0"), "no imported τ-bench rollout has a stop reason")
+        #expect(report["files"]?.arrayValue?.count == 2)
+        let all = try run(["export", "--run", "gpt4o", "--format", "sharegpt", "--out", "sg.jsonl", "--passed-only", "--dedupe"])
+        #expect(all.status == 0, "\(all.stderr)")
+        #expect(all.stdout.contains("exported 25 sharegpt records of run gpt4o to"))
+        #expect(all.stdout.contains("selected 25 rollouts (grader reward); none dropped"))
+        #expect(try ExportHarness.lines(dir.appending(path: "sg.jsonl").path).count == 25)
+        let exports = try run(["query", "exports", "--csv"])
+        #expect(exports.stdout.split(whereSeparator: \.isNewline).count == 4, "a header and three files")
+        // Bad input: a clear message, exit 1, nothing recorded.
+        let bad = try run(["export", "--run", "gpt4o", "--format", "alpaca", "--out", "x.jsonl"])
+        #expect(bad.status != 0 && bad.stderr.contains("unknown --format alpaca"))
+        let seed = try run(["export", "--run", "gpt4o", "--format", "training", "--out", "x.jsonl", "--seed", "3"])
+        #expect(seed.status != 0 && seed.stderr.contains("--seed only matters with --split"))
+        let noRun = try run(["export", "--run", "nope", "--format", "training", "--out", "x.jsonl"])
+        #expect(noRun.status == 1 && noRun.stderr.contains("no run \"nope\""))
+        let cot = try run(["export", "--run", "gpt4o", "--format", "openai-ft", "--out", "x.jsonl", "--use-cot"])
+        #expect(cot.status == 1 && cot.stderr.contains("--use-cot"))
+        #expect(!FileManager.default.fileExists(atPath: dir.appending(path: "x.jsonl").path))
+        #expect(try run(["query", "exports", "--csv"]).stdout == exports.stdout)
+    }
+}
