@@ -187,12 +187,12 @@ struct Ingest: ParsableCommand {
 
     struct Trajectories: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Import trajectories made by other tools as a run (rollout, deepresearch or tau-bench format).")
+            abstract: "Import trajectories as a run (rollout, deepresearch, tau-bench or training format).")
         @OptionGroup var warehouse: WarehouseOptions
         @OptionGroup var flags: IngestFlags
         @Argument(help: "The results file.") var file: String
         @Option(name: .customLong("run"), help: "Run name to import into.") var runName: String
-        @Option(name: .long, help: "rollout | deepresearch | tau-bench") var format: String
+        @Option(name: .long, help: "rollout | deepresearch | tau-bench | training") var format: String
         @Option(name: .long, help: "Dataset whose tasks the rollouts answer (default: the run name).") var dataset: String?
 
         func validate() throws {

@@ -545,7 +545,7 @@ struct IngestRoundTripTests {
             """)
         #expect(rows.map { "\($0["external_id"] as String)#\($0["sample"] as Int)" } == ["t1#0", "t1#1", "t2#0", "t3#0"])
         #expect(rows.map { $0["status"] as String } == ["completed", "completed", "failed", "completed"])
-        #expect(rows.map { $0["stop_reason"] as String } == ["user_stop", "user_transfer", "error", "max_turns"])
+        #expect(rows.map { $0["stop_reason"] as String } == ["user_stop", "transfer", "error", "max_turns"])
         #expect(rows.map { $0["error"] as String? } == [nil, nil, "APIError: 500 Internal Server Error", nil])
         let meta = try JSONParser.parse(rows[0]["metadata"] as String)
         #expect(meta["total_turns"] == .number("1"))

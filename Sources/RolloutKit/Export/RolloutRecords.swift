@@ -10,55 +10,149 @@ public struct ExportedFile: Sendable, Equatable {
 }
 
 /// Writes a file atomically: into a temporary sibling, renamed over the target when complete,
-/// so a reader never sees half a file and a rerun never appends to an old one.
+/// so a reader never sees half a file and a rerun never appends to an old one. Full 1 MiB
+/// buffers go to a second thread that hashes (SHA-256) and writes them, so rendering on the
+/// calling thread overlaps with both.
 final class AtomicFileWriter {
     let path: String
     private let temporary: String
-    private let handle: FileHandle
     private var buffer: [UInt8] = []
-    private var hasher = SHA256()
     private(set) var bytes = 0
+    private let pipe: FilePipe
+    private var finished: String?
 
     init(path: String) throws {
         self.path = path
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         temporary = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: nil),
-              let h = FileHandle(forWritingAtPath: temporary) else {
-            throw EngineError("cannot write \(path)")
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else {
+            throw ExportError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        handle = h
-        buffer.reserveCapacity(1 << 20)
+        pipe = FilePipe(fd: fd, path: path)
+        buffer.reserveCapacity(Self.chunk)
     }
 
+    private static let chunk = 1 << 20
+
     func write(line: String) throws {
-        buffer.append(contentsOf: line.utf8)
+        var line = line
+        line.withUTF8 { buffer.append(contentsOf: $0) }
         buffer.append(0x0A)
-        if buffer.count >= 1 << 20 { try drain() }
+        if buffer.count >= Self.chunk { try drain() }
+    }
+
+    /// Appends one line of bytes (a newline is added).
+    func write(lineBytes: [UInt8]) throws {
+        buffer.append(contentsOf: lineBytes)
+        buffer.append(0x0A)
+        if buffer.count >= Self.chunk { try drain() }
     }
 
     private func drain() throws {
-        hasher.update(buffer)
+        guard !buffer.isEmpty else { return }
         bytes += buffer.count
-        try handle.write(contentsOf: buffer)
-        buffer.removeAll(keepingCapacity: true)
+        var full: [UInt8] = []
+        full.reserveCapacity(Self.chunk + (Self.chunk >> 2))
+        swap(&full, &buffer)
+        try pipe.send(full)
+    }
+
+    /// Flushes and syncs the temporary file and returns its sha256; the target is untouched
+    /// until `publish`.
+    func finish() throws -> String {
+        if let finished { return finished }
+        try drain()
+        let sha = try pipe.close()
+        finished = sha
+        return sha
+    }
+
+    /// Renames the finished temporary file over the target.
+    func publish() throws {
+        if rename(temporary, path) != 0 {
+            throw ExportError("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Flushes, renames into place, and returns the file's sha256.
     func commit() throws -> String {
-        try drain()
-        try handle.synchronize()
-        try handle.close()
-        if rename(temporary, path) != 0 {
-            throw EngineError("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))")
-        }
-        return hasher.hexDigest()
+        let sha = try finish()
+        try publish()
+        return sha
     }
 
     func abandon() {
-        try? handle.close()
+        pipe.cancel()
         unlink(temporary)
+    }
+}
+
+/// The thread behind an `AtomicFileWriter`: hashes and writes the buffers it is sent, in order.
+/// `@unchecked Sendable`: `hasher`, `failure` and `done` are touched by the worker thread until
+/// it signals `finishedSignal`, and read by the owner only after waiting for it.
+private final class FilePipe: @unchecked Sendable {
+    private let fd: Int32
+    private let path: String
+    private let channel = BatchChannel<[UInt8]>(capacity: 4)
+    private let finishedSignal = DispatchSemaphore(value: 0)
+    private var hasher = SHA256()
+    private var failure: String?
+    private var closed = false
+
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+        let thread = Thread { [self] in self.work() }
+        thread.start()
+    }
+
+    private func work() {
+        while let batch = channel.receive() {
+            guard let chunk = batch.first else { break }  // an empty batch ends the stream
+            if failure != nil { continue }
+            chunk.withUnsafeBytes { raw in
+                hasher.update(raw)
+                var offset = 0
+                while offset < raw.count {
+                    let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        failure = "cannot write \(path): \(String(cString: strerror(errno)))"
+                        return
+                    }
+                    offset += n
+                }
+            }
+        }
+        finishedSignal.signal()
+    }
+
+    func send(_ chunk: [UInt8]) throws {
+        channel.send([chunk])
+    }
+
+    /// Waits for every buffer to be written, syncs and closes; returns the sha256.
+    func close() throws -> String {
+        guard !closed else { throw ExportError("\(path): closed twice") }
+        closed = true
+        channel.send([])
+        finishedSignal.wait()
+        channel.cancel()
+        defer { _ = Foundation.close(fd) }
+        if let failure { throw ExportError(failure) }
+        if fsync(fd) != 0 { throw ExportError("cannot sync \(path): \(String(cString: strerror(errno)))") }
+        return hasher.hexDigest()
+    }
+
+    func cancel() {
+        guard !closed else { return }
+        closed = true
+        channel.send([])
+        finishedSignal.wait()
+        channel.cancel()
+        _ = Foundation.close(fd)
     }
 }
 
@@ -80,76 +174,5 @@ extension Warehouse {
                                    toolCallID: row[4], name: row[5]))
         }
         return out
-    }
-
-    /// `--output-dir` and the config's `output_path`: one Rollout-framework output JSONL per
-    /// job of the run — `paths[job]` when given, else `DIR/<job>.jsonl` when `directory` is
-    /// given, else none — one record per task and sample (its latest attempt), streamed from
-    /// the warehouse, each file written atomically and recorded in `exports`.
-    public func writeRolloutOutputs(run: Int64, directory: String?, paths: [String: String] = [:]) throws -> [ExportedFile] {
-        let jobs = try writer.read { db in
-            try String.fetchAll(db, sql: "SELECT DISTINCT job FROM run_tasks WHERE run_id = ? ORDER BY job", arguments: [run])
-        }
-        var files: [ExportedFile] = []
-        for job in jobs {
-            let safe = job.replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "+", with: "_")
-            guard let path = paths[job] ?? directory.map({ URL(fileURLWithPath: $0).appending(path: safe + ".jsonl").path }) else { continue }
-            let out = try AtomicFileWriter(path: path)
-            var count = 0
-            do {
-                try writer.read { db in
-                    let rows = try Row.fetchCursor(db, sql: """
-                        SELECT r.id, t.external_id, r.sample, r.status, r.stop_reason, r.error, r.turns, r.prediction
-                        FROM run_tasks rt JOIN latest_rollouts r ON r.run_id = rt.run_id AND r.task_id = rt.task_id
-                        JOIN tasks t ON t.id = r.task_id
-                        WHERE rt.run_id = ? AND rt.job = ? AND r.status IN ('completed', 'failed')
-                        ORDER BY r.task_id, r.sample
-                        """, arguments: [run, job])
-                    while let row = try rows.next() {
-                        let messages = try self.transcript(rollout: row[0], db)
-                        try out.write(line: Self.rolloutRecord(id: row[1], sample: row[2], status: row[3], stopReason: row[4],
-                                                               error: row[5], turns: row[6], prediction: row[7],
-                                                               messages: messages).jsonText)
-                        count += 1
-                    }
-                }
-                let sha = try out.commit()
-                files.append(ExportedFile(path: path, count: count, bytes: out.bytes, sha256: sha))
-            } catch {
-                out.abandon()
-                throw error
-            }
-        }
-        let now = Timestamp.now()
-        try writer.write { db in
-            for f in files {
-                try db.execute(sql: """
-                    INSERT INTO exports(run_id, format, path, filters, count, bytes, sha256, created_at)
-                    VALUES (?, 'rollout', ?, '{}', ?, ?, ?, ?)
-                    """, arguments: [run, f.path, f.count, f.bytes, f.sha256, now])
-            }
-        }
-        return files
-    }
-
-    /// The Rollout framework's output record for one rollout.
-    static func rolloutRecord(id: String, sample: Int, status: String, stopReason: String?, error: String?, turns: Int?,
-                              prediction: String?, messages: [ChatMessage]) -> JSONValue {
-        var o = JSONObject()
-        o["id"] = .string(id)
-        o["sample"] = JSONValue(sample)
-        o["messages"] = .array(messages.map(\.openAIJSON))
-        o["success"] = .bool(status == "completed")
-        o["error"] = error.map(JSONValue.string) ?? .null
-        o["stopped"] = .bool(stopReason == StopReason.userStop.rawValue)
-        o["transferred"] = .bool(stopReason == StopReason.transfer.rawValue)
-        o["out_of_scope"] = .bool(stopReason == StopReason.outOfScope.rawValue)
-        o["total_turns"] = JSONValue(turns ?? 0)
-        let userToken: Set<String> = [StopReason.userStop.rawValue, StopReason.transfer.rawValue, StopReason.outOfScope.rawValue]
-        o["stop_reason"] = stopReason.map { userToken.contains($0) ? "user_token" : JSONValue.string($0) } ?? .null
-        if stopReason == StopReason.maxTurns.rawValue { o["reached_max_turns"] = true }
-        o["has_reasoning"] = .bool(messages.contains { !($0.reasoningContent ?? "").isEmpty })
-        if let prediction { o["prediction"] = .string(prediction) }
-        return .object(o)
     }
 }

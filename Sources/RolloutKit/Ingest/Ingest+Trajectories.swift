@@ -9,6 +9,9 @@ public enum TrajectoryFormat: String, Sendable, CaseIterable {
     case deepresearch
     /// τ-bench results, a JSON array of `{task_id, reward, info, traj, trial}`.
     case tauBench = "tau-bench"
+    /// Training records `{messages, id, data_source, use_cot, tools}` (what `rollout export
+    /// --format training` writes); the tool list is kept with the rollout, so labels take it.
+    case training
 }
 
 /// One imported rollout before it is written.
@@ -59,6 +62,12 @@ extension Warehouse {
             let stem = Self.stem(file)
             let iteration = stem.hasPrefix("iter") ? Int(stem.dropFirst(4)) : nil
             switch format {
+            case .training:
+                try RecordFiles.forEachLine(file, session: session, savepoint: true, prepare: { _, raw, value in
+                    (try Self.parseTrainingRecord(value), Hashing.contentHash(raw.bytes))
+                }, write: { line, prepared in
+                    try importer.write(prepared.0, line: line, hash: prepared.1)
+                })
             case .rollout:
                 try RecordFiles.forEachLine(file, session: session, savepoint: true, prepare: { _, raw, value in
                     (try Self.parseRolloutRecord(value), Hashing.contentHash(raw.bytes))
@@ -97,19 +106,59 @@ extension Warehouse {
         case let v?: throw FieldError(field: "success", reason: "expected true or false, found \(v.typeName)")
         }
         let error = try r.optionalString("error")
+        // Our own output records number their samples.
+        var sample: Int?
+        switch object["sample"] {
+        case nil, .null?: sample = nil
+        case .number(let n)?:
+            guard let k = Int(n), k >= 0 else { throw FieldError(field: "sample", reason: "expected a non-negative integer, found \(n)") }
+            sample = k
+        case let v?: throw FieldError(field: "sample", reason: "expected an integer, found \(v.typeName)")
+        }
         var metadata = JSONObject()
-        for (k, v) in object where !["id", "messages", "success", "error"].contains(k) { metadata[k] = v }
+        for (k, v) in object where !["id", "messages", "success", "error", "sample"].contains(k) { metadata[k] = v }
         func flag(_ k: String) -> Bool { object[k]?.boolValue == true }
         let stop: String? = if !success || error != nil { "error" }
-            else if flag("transferred") { "user_transfer" }
-            else if flag("out_of_scope") { "user_out_of_scope" }
+            else if flag("transferred") { StopReason.transfer.rawValue }
+            else if flag("out_of_scope") { StopReason.outOfScope.rawValue }
             else if flag("stopped") { "user_stop" }
             else if flag("reached_max_turns") { "max_turns" }
             else { object["stop_reason"]?.stringValue }
         return ImportedRollout(externalTaskID: id, taskOpening: messages.first { $0.role == "user" }?.content,
                                taskRecord: JSONValue.object(["id": .string(id)]).jsonText,
-                               sample: nil, status: success && error == nil ? "completed" : "failed", stopReason: stop,
+                               sample: sample, status: success && error == nil ? "completed" : "failed", stopReason: stop,
                                prediction: nil, reward: nil, error: error, metadata: metadata, messages: messages)
+    }
+
+    static func parseTrainingRecord(_ value: JSONValue) throws -> ImportedRollout {
+        let r = RecordReader(value)
+        let object = try r.object()
+        let id = try r.required("id").idText()
+        let messages = try Self.messages(try r.required("messages"))
+        var metadata = JSONObject()
+        switch object["tools"] {
+        case nil, .null?: break
+        case .array(let tools)?:
+            for (i, tool) in tools.enumerated() {
+                let t = RecordReader(tool, path: "tools[\(i)]")
+                _ = try t.object()
+                let name = tool["function"]?["name"] ?? tool["name"]
+                guard name?.stringValue != nil else {
+                    throw FieldError(field: "tools[\(i)]", reason: "expected {\"type\":\"function\",\"function\":{\"name\", …}}")
+                }
+            }
+            metadata["tools"] = .array(tools)
+        case let v?: throw FieldError(field: "tools", reason: "expected an array of tools, found \(v.typeName)")
+        }
+        switch object["use_cot"] {
+        case nil, .null?, .bool?: break
+        case let v?: throw FieldError(field: "use_cot", reason: "expected true or false, found \(v.typeName)")
+        }
+        for (k, v) in object where !["id", "messages", "tools"].contains(k) { metadata[k] = v }
+        return ImportedRollout(externalTaskID: id, taskOpening: messages.first { $0.role == "user" }?.content,
+                               taskRecord: JSONValue.object(["id": .string(id)]).jsonText,
+                               sample: nil, status: "completed", stopReason: nil, prediction: nil, reward: nil, error: nil,
+                               metadata: metadata, messages: messages)
     }
 
     static func parseDeepResearchRecord(_ value: JSONValue) throws -> ImportedRollout {

@@ -181,6 +181,10 @@ private final class MergeJob {
     static let skipped: [(table: String, why: String)] = [
         ("scores", "stored evaluation tables; compute them again on the merged warehouse"),
         ("exports", "records of files written on the input's machine"),
+        ("export_drops", "records of files written on the input's machine"),
+        ("labels", "label the merged runs again: rollout label --run R"),
+        ("label_prompts", "label the merged runs again: rollout label --run R"),
+        ("label_toolsets", "label the merged runs again: rollout label --run R"),
         ("batches", "Batch API jobs stay with the warehouse that submitted them"),
         ("batch_requests", "Batch API jobs stay with the warehouse that submitted them"),
         ("batch_results", "Batch API jobs stay with the warehouse that submitted them"),
