@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import RolloutKit
 
-@main
 struct Rollout: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
