@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import RolloutKit
 
+@main
 struct Rollout: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rollout",
