@@ -142,10 +142,12 @@ public final class RolloutEngine: Sendable {
         box.state.withLock { $0.started = started }
         let work = plan.work
         let concurrency = max(1, plan.request.concurrency)
+        let loops = LoopExecutors()
         let main = Task {
             await withTaskGroup(of: Void.self) { group in
                 var next = 0
                 var running = 0
+                var started = 0
                 func schedule() -> Bool {
                     guard !self.stopping else { return false }
                     let item: WorkItem
@@ -157,7 +159,8 @@ public final class RolloutEngine: Sendable {
                     } else {
                         return false
                     }
-                    group.addTask { await self.runOne(item) }
+                    group.addTask(executorPreference: loops.executor(started)) { await self.runOne(item) }
+                    started += 1
                     running += 1
                     return true
                 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Synchronization
 
 /// The engine's one writer. Rollouts hand it rows (messages, tool calls and their results, LLM
@@ -142,57 +143,88 @@ public final class RowWriter: CallRecorder, @unchecked Sendable {
         }
     }
 
-    /// Prepared statements of the writer connection, and the row ids of assistant messages
-    /// whose tool calls still await results.
+    /// Prepared statements of the writer connection, bound and stepped through the SQLite C API
+    /// (no argument arrays per row), and the row ids of assistant messages whose tool calls
+    /// still await results.
     private struct Statements {
         var callMessages: [Int64: [Int: Int64]] = [:]
+        private var prepared: [Kind: Statement] = [:]
+
+        private enum Kind { case started, message, toolCall, toolResult, llmCall, finished }
+
+        private static let sql: [Kind: String] = [
+            .started: "UPDATE rollouts SET status = 'running', started_at = ? WHERE id = ?",
+            .message: """
+                INSERT INTO messages(rollout_id, idx, role, content, reasoning_content, tool_call_id, name, turn, extra, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            .toolCall: """
+                INSERT INTO tool_calls(rollout_id, message_id, idx, call_id, name, arguments, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            .toolResult: """
+                UPDATE tool_calls SET result_message_id = ?, result = ?, is_error = ?, latency_ms = ?, server_id = ?
+                WHERE message_id = ? AND idx = ?
+                """,
+            .llmCall: """
+                INSERT INTO llm_calls(run_id, rollout_id, role, model, provider, attempt, http_status, latency_ms,
+                    prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, finish_reason, error,
+                    request_hash, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            .finished: """
+                UPDATE rollouts SET status = ?, stop_reason = ?, prediction = ?, error = ?, turns = ?, metadata = ?,
+                    finished_at = ? WHERE id = ?
+                """,
+        ]
+
+        /// The statement for `kind`, prepared once on the writer connection.
+        private mutating func statement(_ kind: Kind, _ db: Database) throws -> Row {
+            if let s = prepared[kind] { return Row(s.sqliteStatement, db.sqliteConnection) }
+            let s = try db.makeStatement(sql: Self.sql[kind]!)
+            prepared[kind] = s
+            return Row(s.sqliteStatement, db.sqliteConnection)
+        }
 
         mutating func apply(_ op: Operation, _ db: Database) throws {
             switch op {
             case .started(let rollout, let at):
-                try db.cachedStatement(sql: "UPDATE rollouts SET status = 'running', started_at = ? WHERE id = ?")
-                    .execute(arguments: [at, rollout])
+                var r = try statement(.started, db)
+                r.text(at); r.int(rollout)
+                try r.run()
             case .message(let rollout, let idx, let turn, let m, let at):
                 let id = try insertMessage(db, rollout: rollout, idx: idx, turn: turn, m, at: at)
                 if !m.toolCalls.isEmpty {
                     callMessages[rollout, default: [:]][idx] = id
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO tool_calls(rollout_id, message_id, idx, call_id, name, arguments, created_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """)
                     for (i, call) in m.toolCalls.enumerated() {
-                        try insert.execute(arguments: [rollout, id, i, call.id, call.name, call.arguments, at])
+                        var r = try statement(.toolCall, db)
+                        r.int(rollout); r.int(id); r.int(i); r.text(call.id); r.text(call.name); r.text(call.arguments); r.text(at)
+                        try r.run()
                     }
                 }
             case .toolResult(let rollout, let idx, let turn, let m, let key, let outcome, let at):
                 let id = try insertMessage(db, rollout: rollout, idx: idx, turn: turn, m, at: at)
                 guard let callMessage = callMessages[rollout]?[key.messageIdx] else { return }
-                try db.cachedStatement(sql: """
-                    UPDATE tool_calls SET result_message_id = ?, result = ?, is_error = ?, latency_ms = ?, server_id = ?
-                    WHERE message_id = ? AND idx = ?
-                    """).execute(arguments: [id, outcome.text, outcome.isError ? 1 : 0, outcome.latencyMs, outcome.serverID,
-                                             callMessage, key.callIdx])
+                var r = try statement(.toolResult, db)
+                r.int(id); r.text(outcome.text); r.int(outcome.isError ? 1 : 0); r.double(outcome.latencyMs); r.int(outcome.serverID)
+                r.int(callMessage); r.int(key.callIdx)
+                try r.run()
             case .calls(let attempts, let entry, let context, let at):
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO llm_calls(run_id, rollout_id, role, model, provider, attempt, http_status, latency_ms,
-                        prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, cost_usd, finish_reason, error,
-                        request_hash, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """)
                 for a in attempts {
-                    try insert.execute(arguments: [context.runID, context.rolloutID, context.role.rawValue, entry.name,
-                                                   entry.provider.rawValue, a.attempt, a.httpStatus, a.latencyMs,
-                                                   a.usage?.promptTokens, a.usage?.completionTokens, a.usage?.reasoningTokens,
-                                                   a.usage?.cachedTokens, Ledger.cost(a.usage, entry: entry), a.finishReason,
-                                                   a.error, a.requestHash, at])
+                    var r = try statement(.llmCall, db)
+                    r.int(context.runID); r.int(context.rolloutID); r.text(context.role.rawValue); r.text(entry.name)
+                    r.text(entry.provider.rawValue); r.int(a.attempt); r.int(a.httpStatus); r.double(a.latencyMs)
+                    r.int(a.usage?.promptTokens); r.int(a.usage?.completionTokens); r.int(a.usage?.reasoningTokens)
+                    r.int(a.usage?.cachedTokens); r.double(Ledger.cost(a.usage, entry: entry)); r.text(a.finishReason)
+                    r.text(a.error); r.text(a.requestHash); r.text(at)
+                    try r.run()
                 }
             case .finished(let rollout, let o, let at):
                 callMessages[rollout] = nil
-                try db.cachedStatement(sql: """
-                    UPDATE rollouts SET status = ?, stop_reason = ?, prediction = ?, error = ?, turns = ?, metadata = ?,
-                        finished_at = ? WHERE id = ?
-                    """).execute(arguments: [o.status.rawValue, o.stopReason?.rawValue, o.prediction, o.error, o.turns,
-                                             JSONValue.object(o.metadata).jsonText, at, rollout])
+                var r = try statement(.finished, db)
+                r.text(o.status.rawValue); r.text(o.stopReason?.rawValue); r.text(o.prediction); r.text(o.error); r.int(o.turns)
+                r.text(JSONValue.object(o.metadata).jsonText); r.text(at); r.int(rollout)
+                try r.run()
             case .custom(let body):
                 try body(db)
             case .barrier:
@@ -200,13 +232,47 @@ public final class RowWriter: CallRecorder, @unchecked Sendable {
             }
         }
 
-        private func insertMessage(_ db: Database, rollout: Int64, idx: Int, turn: Int?, _ m: ChatMessage, at: String) throws -> Int64 {
-            try db.cachedStatement(sql: """
-                INSERT INTO messages(rollout_id, idx, role, content, reasoning_content, tool_call_id, name, turn, extra, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [rollout, idx, m.role, m.content, m.reasoningContent, m.toolCallID, m.name, turn,
-                                         m.extra.map { JSONValue.object($0).jsonText }, at])
-            return db.lastInsertedRowID
+        private mutating func insertMessage(_ db: Database, rollout: Int64, idx: Int, turn: Int?, _ m: ChatMessage, at: String) throws -> Int64 {
+            var r = try statement(.message, db)
+            r.int(rollout); r.int(idx); r.text(m.role); r.text(m.content); r.text(m.reasoningContent); r.text(m.toolCallID)
+            r.text(m.name); r.int(turn); r.text(m.extra.map { JSONValue.object($0).jsonText }); r.text(at)
+            try r.run()
+            return sqlite3_last_insert_rowid(db.sqliteConnection)
+        }
+
+        /// Binds parameters in order, then steps once and resets.
+        private struct Row {
+            let stmt: OpaquePointer?
+            let connection: OpaquePointer?
+            var index: Int32 = 0
+
+            init(_ stmt: OpaquePointer?, _ connection: OpaquePointer?) {
+                self.stmt = stmt
+                self.connection = connection
+            }
+
+            mutating func int<I: BinaryInteger>(_ v: I?) {
+                index += 1
+                if let v { sqlite3_bind_int64(stmt, index, Int64(v)) } else { sqlite3_bind_null(stmt, index) }
+            }
+
+            mutating func double(_ v: Double?) {
+                index += 1
+                if let v { sqlite3_bind_double(stmt, index, v) } else { sqlite3_bind_null(stmt, index) }
+            }
+
+            mutating func text(_ v: String?) {
+                index += 1
+                bindText(stmt, index, v)
+            }
+
+            func run() throws {
+                let rc = sqlite3_step(stmt)
+                let failure = rc == SQLITE_DONE ? nil : String(cString: sqlite3_errmsg(connection))
+                sqlite3_reset(stmt)
+                sqlite3_clear_bindings(stmt)
+                if let failure { throw DatabaseError(resultCode: ResultCode(rawValue: rc), message: failure) }
+            }
         }
     }
 }

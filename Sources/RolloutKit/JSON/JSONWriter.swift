@@ -68,6 +68,10 @@ public struct JSONWriter: Sendable {
     }
 
     func writeString(_ s: String, into out: inout [UInt8]) {
+        if style == .compact {
+            Self.writeCompactString(s, into: &out)
+            return
+        }
         out.append(0x22)
         let asciiOnly = style == .python
         for scalar in s.unicodeScalars {
@@ -92,6 +96,43 @@ public struct JSONWriter: Sendable {
             }
         }
         out.append(0x22)
+    }
+
+    /// The compact form over the UTF-8 bytes: runs that need no escape are copied whole (a
+    /// String is valid UTF-8, so bytes from 0x80 up pass through as they are); the output is
+    /// the same as the scalar loop's.
+    static func writeCompactString(_ s: String, into out: inout [UInt8]) {
+        var s = s
+        s.withUTF8 { buffer in
+            out.reserveCapacity(out.count + buffer.count + 2)
+            out.append(0x22)
+            var run = 0
+            var i = 0
+            while i < buffer.count {
+                let b = buffer[i]
+                if b >= 0x20 && b != 0x22 && b != 0x5C {
+                    i += 1
+                    continue
+                }
+                if run < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[run..<i])) }
+                switch b {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+                case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+                default:
+                    out.append(contentsOf: [0x5C, UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                            hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+                }
+                i += 1
+                run = i
+            }
+            if run < buffer.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[run...])) }
+            out.append(0x22)
+        }
     }
 
     /// Python prints an integer literal as is and a float as its `repr`.

@@ -110,7 +110,10 @@ public struct CallAttempt: Sendable, Equatable {
 /// The shared HTTP client for every model call of the process: one connection pool sized to
 /// the concurrency, retries with backoff, and a record of every attempt.
 public final class LLMClient: Sendable {
+    /// https (and anything that is not plain http).
     let http: HTTPClient
+    /// Plain http: our own keep-alive client on the same event loops.
+    let plain: PlainHTTPClient
 
     /// `maxConnectionsPerHost` should be at least the number of requests in flight.
     public init(maxConnectionsPerHost: Int = 64, connectTimeout: Double = 10) {
@@ -123,9 +126,13 @@ public final class LLMClient: Sendable {
         configuration.timeout = .init(connect: .milliseconds(Int64(connectTimeout * 1000)))
         configuration.decompression = .enabled(limit: .ratio(50))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        plain = PlainHTTPClient(connectTimeout: connectTimeout)
     }
 
-    public func shutdown() async throws { try await http.shutdown() }
+    public func shutdown() async throws {
+        await plain.shutdown()
+        try await http.shutdown()
+    }
 
     /// A request ready to send: body, headers, and the body's sha256 for the ledger.
     public struct EncodedRequest: Sendable {
@@ -149,7 +156,9 @@ public final class LLMClient: Sendable {
             body = OpenAICodec.body(for: r, thinkingStyle: endpoint.thinkingStyle)
             if let key = endpoint.apiKey, !key.isEmpty { headers.append(("Authorization", "Bearer \(key)")) }
         }
-        let bytes = Array(body.jsonText.utf8)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(8192)
+        JSONWriter.compact.write(body, into: &bytes)
         return EncodedRequest(body: bytes, headers: headers, hash: Hashing.sha256Hex(bytes))
     }
 
@@ -165,6 +174,7 @@ public final class LLMClient: Sendable {
     public func complete(_ encoded: EncodedRequest, endpoint: Endpoint, policy: RetryPolicy = .init(), budget: RetryBudget? = nil,
                          onAttempt: @Sendable (CallAttempt) -> Void = { _ in }) async throws -> ChatResponse {
         let (body, headers, hash) = (encoded.body, encoded.headers, encoded.hash)
+        let target = PlainTarget(endpoint.url)
         var attempt = 0
         while true {
             attempt += 1
@@ -174,6 +184,17 @@ public final class LLMClient: Sendable {
             var retryAfter: Double?
             let failure: LLMError
             do {
+                if let target {
+                    let response = try await plain.post(host: target.host, port: target.port, path: target.path, headers: headers,
+                                                        body: body, timeout: policy.requestTimeout)
+                    status = response.status
+                    retryAfter = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
+                    let decoded = try Self.decode(Array(response.body.readableBytesView), status: response.status,
+                                                  provider: endpoint.provider)
+                    onAttempt(CallAttempt(attempt: attempt, httpStatus: status, latencyMs: started.millisecondsSince,
+                                          usage: decoded.usage, finishReason: decoded.finishReason, error: nil, requestHash: hash))
+                    return decoded
+                }
                 var http = HTTPClientRequest(url: endpoint.url)
                 http.method = .POST
                 for (k, v) in headers { http.headers.add(name: k, value: v) }

@@ -201,9 +201,12 @@ public struct MockModel: Sendable {
     // MARK: Responding
 
     public func respond(to request: ChatRequest) -> ChatResponse {
-        let messagesJSON = JSONValue.array(request.messages.map(MockWire.json)).jsonText
         let requestSeed = request.options.seed.map(String.init) ?? "-"
-        let key = UInt64(bitPattern: Hashing.contentHash("mock|seed=\(settings.seed)|request_seed=\(requestSeed)|" + messagesJSON))
+        // The key's text, "mock|seed=…|request_seed=…|" + the messages' JSON, built as bytes.
+        var keyText = Array("mock|seed=\(settings.seed)|request_seed=\(requestSeed)|".utf8)
+        let prefixCount = keyText.count
+        JSONWriter.compact.write(.array(request.messages.map(MockWire.json)), into: &keyText)
+        let key = UInt64(bitPattern: keyText.withUnsafeBytes { Hashing.contentHash($0) })
         let draws = MockDraws(key: key)
         var message: ChatMessage
         var finish = "stop"
@@ -218,9 +221,12 @@ public struct MockModel: Sendable {
         if settings.reasoning || request.options.thinking?.enabled == true {
             message.reasoningContent = reasoning(for: message, request: request)
         }
-        var promptBytes = messagesJSON.utf8.count
+        var promptBytes = keyText.count - prefixCount
+        var scratch: [UInt8] = []
         for tool in request.tools {
-            promptBytes += tool.name.utf8.count + (tool.description?.utf8.count ?? 0) + tool.parameters.jsonText.utf8.count
+            scratch.removeAll(keepingCapacity: true)
+            JSONWriter.compact.write(tool.parameters, into: &scratch)
+            promptBytes += tool.name.utf8.count + (tool.description?.utf8.count ?? 0) + scratch.count
         }
         let reasoningBytes = message.reasoningContent?.utf8.count ?? 0
         var completionBytes = (message.content?.utf8.count ?? 0) + reasoningBytes

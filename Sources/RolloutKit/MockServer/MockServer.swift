@@ -96,7 +96,10 @@ public final class MockServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // Our own response headers are fixed and valid: no per-response header validation.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: true, withServerUpgrade: nil, withErrorHandling: true,
+                        withOutboundHeaderValidation: false)
                     try channel.pipeline.syncOperations.addHandler(MockHTTPHandler(box: box))
                 }
             }
@@ -232,9 +235,14 @@ final class MockHTTPHandler: ChannelInboundHandler {
                   body: Array(#"{"error":{"message":"no route \#(path)","type":"invalid_request_error","code":404}}"#.utf8))
             return
         }
+        let arrived = NIODeadline.now()
         let (fault, delay) = server.plan()
         let requestBody = body
         let loop = context.eventLoop.assumeIsolated()
+        // The answer is computed on arrival and sent when the latency is up, so the latency is
+        // measured from the request's arrival and the model's work overlaps it (as a real
+        // server's compute is part of its latency) instead of adding to it.
+        let answer = fault == nil || fault == .truncated ? server.answer(path: path, body: requestBody) : nil
         let act = {
             switch fault {
             case .timeout?:
@@ -253,7 +261,7 @@ final class MockHTTPHandler: ChannelInboundHandler {
                 self.write(context: context, head: head, status: .ok, contentType: "application/json",
                            body: Array(#"{"id": "chatcmpl-mock", "choices": [{"index": 0, "message": {"role": "assis"#.utf8))
             case .truncated?:
-                let full = server.answer(path: path, body: requestBody).body
+                let full = answer!.body
                 var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(full.count))])
                 headers.add(name: "Connection", value: "close")
                 context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers))), promise: nil)
@@ -262,12 +270,13 @@ final class MockHTTPHandler: ChannelInboundHandler {
                 context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
                 context.close(promise: nil)
             case nil:
-                let (status, type, bytes) = server.answer(path: path, body: requestBody)
+                let (status, type, bytes) = answer!
                 self.write(context: context, head: head, status: status, contentType: type, body: bytes)
             }
         }
-        if delay > 0 {
-            loop.scheduleTask(in: .milliseconds(Int64(delay))) { act() }
+        let due = arrived + .milliseconds(Int64(delay))
+        if delay > 0 && due > .now() {
+            loop.scheduleTask(deadline: due) { act() }
         } else {
             act()
         }
