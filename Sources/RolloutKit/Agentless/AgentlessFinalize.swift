@@ -143,8 +143,19 @@ public enum AgentlessFinalizer {
             "    code = pytest.main([__file__, \"-q\", \"-p\", \"no:cacheprovider\", \"-k\", \"\(selector)\"])",
             "    print(\"Issue resolved\" if code == 0 else \"Issue reproduced\" if code == 1 else \"Other issues\")",
         ]
-        out.testPatch = UnifiedDiff.file(path: "reproduce_bug.py", old: nil, new: source + runner)
+        out.testPatch = UnifiedDiff.file(path: "reproduce_bug.py", old: nil, new: withoutMainBlock(source) + runner)
         out.testFuncName = first
+    }
+
+    /// The source without its top-level `if __name__ == "__main__":` block (a test file's own
+    /// `unittest.main()` would run before the runner and exit).
+    static func withoutMainBlock(_ lines: [String]) -> [String] {
+        guard let start = lines.lastIndex(where: { $0.hasPrefix("if __name__ ==") || $0.hasPrefix("if __name__==") }) else { return lines }
+        var end = start + 1
+        while end < lines.count, lines[end].isEmpty || lines[end].hasPrefix(" ") || lines[end].hasPrefix("\t") { end += 1 }
+        var out = Array(lines[..<start]) + Array(lines[end...])
+        while out.last?.trimmingCharacters(in: .whitespaces).isEmpty == true { out.removeLast() }
+        return out
     }
 
     /// `name` of a `def test_name(` line.

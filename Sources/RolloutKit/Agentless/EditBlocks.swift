@@ -119,7 +119,13 @@ public enum SearchReplace {
         for line in lines {
             switch state {
             case .search:
-                if isDivider(line) { state = .replace }
+                if fenced && line.trimmingCharacters(in: .whitespaces) == "```" {
+                    failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) is cut short: the fence closes before its ======= line",
+                                                file: current.path.isEmpty ? nil : current.path, block: current.block))
+                    state = .none
+                    inFence = false
+                    candidate = nil
+                } else if isDivider(line) { state = .replace }
                 else if isSearch(line) {
                     failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) has a second <<<<<<< SEARCH before its ======= line",
                                                 file: current.path, block: current.block))
@@ -129,10 +135,17 @@ public enum SearchReplace {
                     failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) has no ======= line between SEARCH and REPLACE",
                                                 file: current.path, block: current.block))
                     state = .none
+                    candidate = nil
                 } else { current.search.append(line) }
                 continue
             case .replace:
-                if isReplace(line) {
+                if fenced && line.trimmingCharacters(in: .whitespaces) == "```" {
+                    failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) is cut short: the fence closes before its >>>>>>> REPLACE line",
+                                                file: current.path.isEmpty ? nil : current.path, block: current.block))
+                    state = .none
+                    inFence = false
+                    candidate = nil
+                } else if isReplace(line) {
                     edits.append(current)
                     state = .none
                     candidate = nil

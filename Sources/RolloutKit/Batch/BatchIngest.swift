@@ -201,6 +201,16 @@ extension Warehouse {
         let found = try String.fetchAll(db, sql: """
             SELECT DISTINCT b.name FROM batch_requests q JOIN batches b ON b.id = q.batch_id WHERE q.custom_id IN (\(marks)) ORDER BY b.name
             """, arguments: StatementArguments(ids))
+        if found.count > 1 {
+            // Several batches share the ids (an Agentless pipeline's stages do): the one still
+            // waiting for these results.
+            let waiting = try String.fetchAll(db, sql: """
+                SELECT DISTINCT b.name FROM batch_requests q JOIN batches b ON b.id = q.batch_id
+                LEFT JOIN batch_results r ON r.request_id = q.id
+                WHERE q.custom_id IN (\(marks)) AND r.id IS NULL ORDER BY b.name
+                """, arguments: StatementArguments(ids))
+            if waiting.count == 1 { return waiting[0] }
+        }
         switch found.count {
         case 1: return found[0]
         case 0: throw BatchError("no batch has requests with the custom ids of \(files.joined(separator: ", ")) (e.g. \(ids[0])); create it first, or pass --batch NAME")

@@ -267,6 +267,10 @@ final class MockBatchService: Sendable {
                 b.status = "completed"
                 b.times["completed_at"] = t
             case "cancelling":
+                if b.lines.isEmpty, case .success(let lines) = validate(state.withLock({ $0.files[b.inputFileID] })?.bytes ?? [], endpoint: b.endpoint) {
+                    b.lines = lines
+                    b.total = lines.count
+                }
                 run(&b, server: server, answered: b.lines.count / 2, cutReason: "cancelled")
                 b.status = "cancelled"
                 b.times["cancelled_at"] = t
