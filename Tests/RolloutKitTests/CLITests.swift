@@ -77,7 +77,7 @@ struct CLITests {
         #expect(domains.stdout == #"[{"domain":"CityTransit+Library","members":2,"policy":"own","tools":9,"tasks":4}]"# + "\n")
 
         let status = try Self.rollout(["db", "status"], in: dir)
-        #expect(status.stdout.contains("schema version: 3 (0003_server_sessions), up to date"))
+        #expect(status.stdout.contains("(0007_batch), up to date"), "\(status.stdout)")
         #expect(status.stdout.contains("journal mode:   wal"))
 
         let query = try Self.rollout(["query", "tasks-by-dataset", "--param", "dataset=Library", "--csv"], in: dir)

@@ -254,7 +254,7 @@ extension Warehouse {
         var extra: JSONObject = ["pipeline": .string(o.pipeline.rawValue), "passk": JSONValue(options.passk), "from": .string(o.localizeBatch)]
         if let r = o.range { extra["range"] = .string(r.description) }
         let created = try createBatch(name: o.repairBatch, options: request, stage: "\(o.pipeline.rawValue)-repair", extraOptions: extra,
-                                      directory: o.directory, limits: o.limits, replace: o.replace) { db, add in
+                                      directory: o.directory, limits: o.limits, replace: o.replace, allowEmpty: true) { db, add in
             let (provider, answers) = try Self.answers(db, batch: o.localizeBatch, range: o.range)
             var tasks: [Int64: SWEBenchTask] = [:]
             var cache: (instance: String, structure: RepoStructure?, files: Set<String>)? = nil

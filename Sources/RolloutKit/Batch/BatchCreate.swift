@@ -39,6 +39,7 @@ public struct BatchCreateReport: Sendable, Codable {
     public var requests: Int { parts.reduce(0) { $0 + $1.requests } }
 
     public var summary: String {
+        if parts.isEmpty { return "batch \(name): no request to write, nothing created" + (notices.isEmpty ? "" : "\n    " + notices.prefix(20).joined(separator: "\n    ")) }
         var out = ["batch \(name) (\(provider)\(stage.map { ", stage \($0)" } ?? "")): \(requests) request(s) in \(parts.count) part(s)"
                    + (replaced ? " (replaced the unsubmitted batch of that name)" : "")]
         for p in parts { out.append("  part \(p.part): \(p.path) — \(p.requests) requests, \(p.bytes) bytes") }
@@ -155,8 +156,10 @@ final class BatchBuilder {
         try insert.execute(arguments: [partID, id, spec.taskID, spec.sample, spec.body.jsonText, partRequests])
     }
 
-    /// Writes the part rows' sizes and moves the files into place; nil files for an empty batch.
-    func finish() throws -> BatchCreateReport {
+    /// Writes the part rows' sizes and moves the files into place. An empty batch is an error
+    /// unless `allowEmpty` (then nothing is written for it).
+    func finish(allowEmpty: Bool = false) throws -> BatchCreateReport {
+        if files.isEmpty && allowEmpty { return report }
         guard !files.isEmpty else {
             throw BatchError("batch \(name) would hold no request" + (report.notices.isEmpty ? "" : " (\(report.notices.prefix(3).joined(separator: "; ")))"))
         }
@@ -197,7 +200,7 @@ extension Warehouse {
     /// `produce` is called inside the transaction with the database and a function that adds
     /// one request (or records a skipped input).
     public func createBatch(name: String, options: BatchRequestOptions, stage: String?, extraOptions: JSONObject = [:],
-                            directory: String, limits: BatchLimits? = nil, replace: Bool = false,
+                            directory: String, limits: BatchLimits? = nil, replace: Bool = false, allowEmpty: Bool = false,
                             _ produce: (Database, BatchBuilderHandle) throws -> Void) throws -> BatchCreateReport {
         var recorded = options.json
         if let stage { recorded["stage"] = .string(stage) }
@@ -207,7 +210,7 @@ extension Warehouse {
                                            options: recorded, directory: directory, limits: limits, replace: replace)
             do {
                 try produce(db, BatchBuilderHandle(builder: builder))
-                return try builder.finish()
+                return try builder.finish(allowEmpty: allowEmpty)
             } catch {
                 builder.abandon()
                 throw error
