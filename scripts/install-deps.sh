@@ -6,6 +6,10 @@ set -euo pipefail
 need=()
 dpkg -s libsqlite3-dev >/dev/null 2>&1 || need+=(libsqlite3-dev)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+if [ "${1:-}" = "--test" ]; then
+  # The Agentless tests check patches with `git apply --check` against the real files.
+  command -v git >/dev/null 2>&1 || need+=(git)
+fi
 if [ "${1:-}" = "--bench" ]; then
   command -v /usr/bin/time >/dev/null 2>&1 || need+=(time)
 fi

@@ -7,7 +7,8 @@ struct MockServerCommand: AsyncParsableCommand {
         commandName: "mock-server",
         abstract: "Serve the built-in mock model over HTTP (OpenAI and Anthropic JSON) with fault injection.",
         discussion: """
-            Routes: POST /v1/chat/completions, POST /v1/messages, GET /v1/models. The model's role
+            Routes: POST /v1/chat/completions, POST /v1/messages, GET /v1/models; the Batch APIs: /v1/files, /v1/batches
+            (OpenAI) and /v1/messages/batches (Anthropic), a batch moving one state per status request. The model's role
             comes from the request's model name: "user" in it → user simulator, "judge" → judge,
             otherwise agent. Faults: --fail RATE:KIND with KIND one of \(MockFault.allCases.map(\.rawValue).joined(separator: ", ")).
             Example: rollout mock-server --port 8400 --latency-ms 100 --fail 0.05:429 --fail 0.01:reset
@@ -21,19 +22,28 @@ struct MockServerCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seed for fault draws and jitter.") var seed: UInt64 = 0
     @Option(name: .long, help: "User-simulator turns before ###STOP###.") var userTurns: Int?
     @Option(name: .long, help: "Event-loop threads (default: one per core).") var threads: Int?
+    @Option(name: .long, help: "Batch APIs: status requests a batch waits in each state.") var batchPolls = 1
+    @Option(name: .long, help: "Batch APIs: share of requests answered with an error line.") var batchErrorRate = 0.0
+    @Option(name: .long, help: "Batch APIs: share of OpenAI requests answered with response: null.") var batchNullRate = 0.0
+    @Option(name: .long, help: "Batch APIs: how batches end: completed, expired, failed.") var batchOutcome = "completed"
 
     func validate() throws {
         for f in fail { _ = try MockFault.parseRule(f) }
+        if MockBatchConfiguration.Outcome(rawValue: batchOutcome) == nil { throw ValidationError("--batch-outcome is completed, expired or failed") }
+        if batchPolls < 1 { throw ValidationError("--batch-polls must be at least 1") }
         if latencyMs < 0 || jitterMs < 0 { throw ValidationError("latency and jitter must be ≥ 0") }
     }
 
     func run() async throws {
         var settings: [(String, JSONValue)] = []
         if let userTurns { settings.append(("user_turns", JSONValue(userTurns))) }
-        let config = MockServerConfiguration(latencyMs: latencyMs, jitterMs: jitterMs,
+        var config = MockServerConfiguration(latencyMs: latencyMs, jitterMs: jitterMs,
                                              faults: try fail.map(MockFault.parseRule), seed: seed,
                                              modelSettings: JSONObject(pairs: settings))
-        let server = try await reportingAsync { try await MockServer.start(host: host, port: port, configuration: config, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount) }
+        config.batches = MockBatchConfiguration(pollsPerStage: batchPolls, errorRate: batchErrorRate, nullRate: batchNullRate,
+                                                outcome: MockBatchConfiguration.Outcome(rawValue: batchOutcome) ?? .completed)
+        let configuration = config
+        let server = try await reportingAsync { try await MockServer.start(host: host, port: port, configuration: configuration, threads: threads ?? ProcessInfo.processInfo.activeProcessorCount) }
         printError("mock-server listening on http://\(host):\(server.port)/v1 (OpenAI) and http://\(host):\(server.port) (Anthropic); Ctrl-C stops it")
         try await server.wait()
     }

@@ -44,6 +44,8 @@ public struct MockServerConfiguration: Sendable {
     public var seed: UInt64 = 0
     /// Settings for the mock model, as a registry entry's extra keys would give them.
     public var modelSettings: JSONObject = [:]
+    /// The Files and Batches endpoints (MockBatches.swift).
+    public var batches = MockBatchConfiguration()
 
     public init(latencyMs: Int = 0, jitterMs: Int = 0, faults: [(rate: Double, fault: MockFault)] = [], seed: UInt64 = 0,
                 modelSettings: JSONObject = [:]) {
@@ -69,6 +71,7 @@ public final class MockServer: Sendable {
     private let channel: any Channel
     private let counter = Atomic<UInt64>(0)
     private let served = Atomic<Int>(0)
+    let batches: MockBatchService
 
     /// The port it listens on (useful when started on port 0).
     public var port: Int { channel.localAddress?.port ?? 0 }
@@ -81,6 +84,7 @@ public final class MockServer: Sendable {
         self.settings = settings
         self.group = group
         self.channel = channel
+        self.batches = MockBatchService(configuration: configuration.batches)
     }
 
     /// Starts listening on `host:port` (port 0 picks a free one).
@@ -221,6 +225,10 @@ final class MockHTTPHandler: ChannelInboundHandler {
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, server: MockServer) {
         let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
+        if let reply = server.batches.handle(method: head.method, path: path, headers: head.headers, body: body, server: server) {
+            write(context: context, head: head, status: reply.status, contentType: reply.contentType, body: reply.body)
+            return
+        }
         if head.method == .GET {
             let json: JSONValue = path.hasSuffix("/models")
                 ? .object(["object": "list", "data": .array(["mock/agent", "mock/user", "mock/judge"].map {

@@ -1,0 +1,88 @@
+import Foundation
+
+/// A JSON Lines file written atomically: lines go to a temporary sibling that is renamed over
+/// the target when complete, so a reader never sees half a file and a rerun replaces the old
+/// file instead of appending to it. (The same pattern as Export's writer, kept separate so the
+/// two can change independently.)
+final class OutputFile {
+    let path: String
+    private let temporary: String
+    private let handle: FileHandle
+    private var buffer: [UInt8] = []
+    private var hasher = SHA256()
+    private(set) var bytes = 0
+    private(set) var lines = 0
+    private var finished = false
+    private let sync: Bool
+
+    /// `sync: false` skips the fsync (still renamed into place whole): for many small files.
+    init(path: String, sync: Bool = true) throws {
+        self.path = path
+        self.sync = sync
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw BatchError("cannot create the folder \(dir): \(error.localizedDescription)")
+        }
+        temporary = path + ".tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
+        guard FileManager.default.createFile(atPath: temporary, contents: nil),
+              let h = FileHandle(forWritingAtPath: temporary) else {
+            throw BatchError("cannot write \(path) (check the folder's permissions)")
+        }
+        handle = h
+        buffer.reserveCapacity(1 << 20)
+    }
+
+    deinit { if !finished { abandon() } }
+
+    func write(line: String) throws {
+        buffer.append(contentsOf: line.utf8)
+        buffer.append(0x0A)
+        lines += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
+    func write(bytes data: [UInt8]) throws {
+        buffer.append(contentsOf: data)
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
+    private func drain() throws {
+        guard !buffer.isEmpty else { return }
+        hasher.update(buffer)
+        bytes += buffer.count
+        try handle.write(contentsOf: buffer)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Flushes, renames into place, and returns the file's sha256.
+    @discardableResult
+    func commit() throws -> String {
+        try drain()
+        if sync { try handle.synchronize() }
+        try handle.close()
+        finished = true
+        if rename(temporary, path) != 0 {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw BatchError("cannot move \(temporary) to \(path): \(reason)")
+        }
+        return hasher.hexDigest()
+    }
+
+    func abandon() {
+        guard !finished else { return }
+        finished = true
+        try? handle.close()
+        unlink(temporary)
+    }
+
+    /// Writes `lines` to `path` at once.
+    static func write(_ path: String, lines: [String]) throws -> (bytes: Int, sha256: String) {
+        let file = try OutputFile(path: path)
+        for l in lines { try file.write(line: l) }
+        let sha = try file.commit()
+        return (file.bytes, sha)
+    }
+}
