@@ -520,10 +520,10 @@ struct GraderTests {
         _ = try w.ingestTrajectories(file: try tmp.write("out.jsonl", lines.joined(separator: "\n") + "\n"), run: "rf", format: .rollout)
         let (graded, passed) = try await w.gradeStopReason(run: "rf")
         #expect(graded == 4 && passed == 1)
-        let withTransfer = try await w.grade(run: "rf", definition: try GraderDefinition(kind: .stopReason, options: ["passing": "user_stop, user_transfer"]))
+        let withTransfer = try await w.grade(run: "rf", definition: try GraderDefinition(kind: .stopReason, options: ["passing": "user_stop, transfer"]))
         #expect(withTransfer.version == 2 && withTransfer.passed == 2 && withTransfer.failedRollouts == 1)
         let explanations = try w.strings("SELECT explanation FROM grades WHERE grader_version = 2 ORDER BY rollout_id")
-        #expect(explanations == ["stop reason user_stop (passing)", "stop reason user_transfer (passing)", "rollout failed: rate limited",
+        #expect(explanations == ["stop reason user_stop (passing)", "stop reason transfer (passing)", "rollout failed: rate limited",
                                  "stop reason max_turns (not passing)"])
     }
 
