@@ -359,6 +359,45 @@ struct GraderTests {
         #expect(try w.int("SELECT count(*) FROM grades WHERE grader = 'j-bad'") == 0)
     }
 
+    /// A QA set run by the engine in task mode (mock agent), then judged by the mock judge:
+    /// one judge call per rollout, the verdict the judge's reply, reproducible.
+    @Test func engineQARunGradedByTheMockJudge() async throws {
+        let tmp = try TempDir()
+        let w = try Warehouse.open(path: tmp.file("qa.db"))
+        _ = try w.ingestQA(file: Fixture.path("deepresearch/webdancer_40.jsonl"), dataset: "webdancer")
+        let registry = try Self.judgeRegistry(tmp, extra: "  mock/agent: {provider: mock, mode: agent}")
+        var settings = RunConfig.Dataset(name: "webdancer", mode: .task, agent: .init(model: "mock/agent"), user: nil)
+        settings.extra["max_calls"] = JSONValue(3)
+        var request = RunRequest(runName: "qa-webdancer", jobs: [.init(name: "webdancer", settings: settings, selection: .dataset("webdancer"))],
+                                 registry: registry)
+        request.samples = 3
+        let plan = try await w.planRun(request)
+        let summary = try await RolloutEngine(plan: plan, warehouse: w).run()
+        #expect(summary.counters.completed == 120)
+        let http = LLMClient()
+        let client = ModelClient(registry: registry, http: http, warehouse: w)
+        let d = try GraderDefinition(kind: .llmJudge, options: ["model": "mock/judge"])
+        let judged = try await w.grade(run: "qa-webdancer", definition: d, options: GradeOptions(concurrency: 8, client: client))
+        #expect(judged.graded == 120 && judged.undecidable == 0 && judged.errors == 0)
+        #expect(try w.int("SELECT count(*) FROM llm_calls WHERE role = 'judge'") == 120)
+        // The explanation is the judge's verdict; the same judge request gives the same verdict.
+        let again = try await w.grade(run: "qa-webdancer", definition: try GraderDefinition(name: "judge-again", kind: .llmJudge, options: ["model": "mock/judge"]),
+                                      options: GradeOptions(client: client))
+        try await http.shutdown()
+        #expect(try w.int("""
+            SELECT count(*) FROM grades a JOIN grades b ON b.rollout_id = a.rollout_id AND b.grader = 'judge-again'
+            WHERE a.grader = 'llm-judge' AND a.passed IS NOT b.passed
+            """) == 0)
+        #expect(again.passed == judged.passed)
+        // The mock agent quotes the question instead of answering: no exact match, as its predictions say.
+        let exact = try await w.grade(run: "qa-webdancer", definition: try GraderDefinition(kind: .exact, options: [:]))
+        let matches = try w.int("SELECT count(*) FROM rollouts r JOIN tasks t ON t.id = r.task_id WHERE trim(r.prediction) = trim(t.answer)")
+        #expect(exact.graded == 120 && exact.passed == matches)
+        let table = try w.evaluate(EvalRequest(run: "qa-webdancer", grader: "llm-judge", ks: [1, 3], by: .dataset)).table
+        let all = EvalFixtures.rows(table).filter { $0["key"]!.text == "all" }
+        #expect(abs(all[0]["pass_at_k"]!.double! - Double(judged.passed) / 120) < 1e-12)
+    }
+
     /// The judge over HTTP (the loopback mock server, with injected 500s): every rollout is
     /// graded once, every attempt is in llm_calls.
     @Test func judgeOverHTTPWithFaults() async throws {
