@@ -30,7 +30,7 @@ bash scripts/install-deps.sh --bench >/dev/null
 swift build -c release --product rollout >/dev/null
 BIN=.build/release/rollout
 DB=$DIR/eval-$TASKS-$SAMPLES.db
-T="/usr/bin/time -f %e"
+T=(/usr/bin/time -f "%e %U %S")
 
 if [ ! -f "$DB.done" ]; then
   rm -f "$DB" "$DB-wal" "$DB-shm"
@@ -58,7 +58,7 @@ FROM s, first;
 COMMIT;
 SQL
   echo "generated $TASKS tasks x $SAMPLES samples in $(echo "$(date +%s.%N) - $start" | bc) s"
-  $T -o "$DIR/grade.time" "$BIN" grade --run bench --grader reward --db "$DB" > "$DIR/grade.out"
+  "${T[@]}" -o "$DIR/grade.time" "$BIN" grade --run bench --grader reward --db "$DB" > "$DIR/grade.out"
   cp "$DIR/grade.time" "$DIR/grade-$TASKS-$SAMPLES.time"
   cp "$DIR/grade.out" "$DIR/grade-$TASKS-$SAMPLES.out"
   touch "$DB.done"
@@ -67,7 +67,7 @@ GRADED=$(sqlite3 "$DB" "SELECT count(*) FROM grades WHERE grader = 'reward'")
 COUNTS=$(sqlite3 "$DB" "SELECT count(*) FROM grade_counts WHERE grader = 'reward'")
 
 SQLFILE=queries/pass-at-k.sql
-sql_run() { # prints the shell's "real" seconds; result rows into $DIR/sql.out
+sql_run() { # prints the shell's real, user and sys seconds; result rows into $DIR/sql.out
   { echo ".parameter init"
     echo ".parameter set :run \"'bench'\""
     echo ".parameter set :grader \"'reward'\""
@@ -75,10 +75,10 @@ sql_run() { # prints the shell's "real" seconds; result rows into $DIR/sql.out
     echo ".mode list"
     echo ".timer on"
     cat "$SQLFILE"; } | sqlite3 "$DB" > "$DIR/sql.out"
-  grep '^Run Time' "$DIR/sql.out" | awk '{print $4}'
+  grep '^Run Time' "$DIR/sql.out" | awk '{print $4, $6, $8}'
 }
-wall() { # command... ; prints wall seconds
-  $T -o "$DIR/wall.time" "$@" > "$DIR/cmd.out" 2>&1 || { cat "$DIR/cmd.out"; exit 1; }
+wall() { # command... ; prints wall, user and sys seconds
+  "${T[@]}" -o "$DIR/wall.time" "$@" > "$DIR/cmd.out" 2>&1 || { cat "$DIR/cmd.out"; exit 1; }
   cat "$DIR/wall.time"
 }
 
@@ -89,12 +89,12 @@ for _ in $(seq "$ROUNDS"); do
   wall "$BIN" query pass-at-k --db "$DB" --param run=bench --param grader=reward --param k=1,5,10 --json >> "$DIR/query.runs"
   wall "$BIN" eval --db "$DB" --run bench --grader reward --k 1,5,10 --no-store --json >> "$DIR/eval.runs"
   python3 Benchmarks/eval_baseline.py "$DB" bench reward 1,5,10 > "$DIR/numpy.json"
-  python3 -c "import json; d = json.load(open('$DIR/numpy.json')); print(d['read_s'], d['compute_s'], d['total_s'])" >> "$DIR/numpy.runs"
+  python3 -c "import json; d = json.load(open('$DIR/numpy.json')); print(d['read_s'], d['compute_s'], d['total_s'], d['cpu_s'])" >> "$DIR/numpy.runs"
   wall python3 Benchmarks/eval_baseline.py "$DB" bench reward 1,5,10 >> "$DIR/numpy-wall.runs"
 done
 for k in 1 5 10; do
   { echo ".parameter init"; echo ".parameter set :run \"'bench'\""; echo ".parameter set :grader \"'reward'\""
-    echo ".parameter set :k $k"; echo ".timer on"; cat Benchmarks/pass_at_k_over_grades.sql; } | sqlite3 "$DB" | grep '^Run Time' | awk '{print $4}' >> "$DIR/old.runs"
+    echo ".parameter set :k $k"; echo ".timer on"; cat Benchmarks/pass_at_k_over_grades.sql; } | sqlite3 "$DB" | grep '^Run Time' | awk '{print $4, $6, $8}' >> "$DIR/old.runs"
 done
 
 # The SQL's numbers are numpy's.
@@ -118,27 +118,35 @@ print(f"checked: {checked} (domain, k) rows agree with numpy to 1e-9")
 PY
 
 echo "input: $TASKS tasks x $SAMPLES samples = $GRADED graded rollouts (reward grader), $COUNTS grade_counts rows; 10 domains; $(nproc) cores; sqlite $(sqlite3 --version | cut -d' ' -f1); $ROUNDS rounds; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "grading (once, when the warehouse was made): $(cat "$DIR/grade-$TASKS-$SAMPLES.time") s wall — $(cat "$DIR/grade-$TASKS-$SAMPLES.out")"
+echo "grading (once, when the warehouse was made): $(awk '{printf "%s s wall, %.2f s CPU", $1, $2 + $3}' "$DIR/grade-$TASKS-$SAMPLES.time") — $(cat "$DIR/grade-$TASKS-$SAMPLES.out")"
 echo
 python3 - "$DIR" <<'PY'
 import statistics, sys
 d = sys.argv[1]
-def col(name, i=0):
-    return [float(l.split()[i]) for l in open(f"{d}/{name}.runs") if l.strip()]
-numpy_total = col("numpy", 2)
+def runs(name):
+    return [[float(x) for x in l.split()] for l in open(f"{d}/{name}.runs") if l.strip()]
+def timed(name):  # (wall, cpu = user + sys)
+    return [(r[0], r[1] + r[2]) for r in runs(name)]
+numpy = runs("numpy")
+old = timed("old")
 rows = [
-    ("**SQL: queries/pass-at-k.sql in sqlite3** (over grade_counts)", col("sql")),
-    ("rollout query pass-at-k (whole process)", col("query")),
-    ("rollout eval --k 1,5,10 (whole process)", col("eval")),
-    ("numpy baseline: read + compute (in-process timer)", numpy_total),
-    ("  of which reading the rows with sqlite3", col("numpy", 0)),
-    ("  of which numpy", col("numpy", 1)),
-    ("numpy baseline (whole process)", col("numpy-wall")),
-    ("first plain SQL over grades, k = 1, 5, 10 (one run each, summed)", [sum(col("old"))]),
+    ("**SQL: queries/pass-at-k.sql in sqlite3** (over grade_counts)", timed("sql")),
+    ("rollout query pass-at-k (whole process)", timed("query")),
+    ("rollout eval --k 1,5,10 (whole process)", timed("eval")),
+    ("numpy baseline: read + compute (in-process)", [(r[2], r[3]) for r in numpy]),
+    ("  of which reading the rows with sqlite3", [(r[0], None) for r in numpy]),
+    ("  of which numpy", [(r[1], None) for r in numpy]),
+    ("numpy baseline (whole process)", timed("numpy-wall")),
+    ("first plain SQL over grades, k = 1, 5, 10 (one run each, summed)", [(sum(w for w, _ in old), sum(c for _, c in old))]),
 ]
-base = min(numpy_total)
-print("| contender | best s | median s | all runs s | best vs numpy best |")
-print("| --- | ---: | ---: | --- | ---: |")
+base = min(w for w, _ in rows[3][1])
+base_cpu = min(c for _, c in rows[3][1])
+print("| contender | best wall s | median wall s | best CPU s | all runs, wall s | best wall vs numpy | best CPU vs numpy |")
+print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
 for name, r in rows:
-    print(f"| {name} | {min(r):.3f} | {statistics.median(r):.3f} | {', '.join(f'{x:.3f}' for x in r)} | {min(r) / base:.2f}x |")
+    walls = [w for w, _ in r]
+    cpus = [c for _, c in r if c is not None]
+    cpu = f"{min(cpus):.3f}" if cpus else "–"
+    ratio = f"{min(cpus) / base_cpu:.2f}x" if cpus else "–"
+    print(f"| {name} | {min(walls):.3f} | {statistics.median(walls):.3f} | {cpu} | {', '.join(f'{x:.3f}' for x in walls)} | {min(walls) / base:.2f}x | {ratio} |")
 PY

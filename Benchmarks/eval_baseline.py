@@ -5,7 +5,7 @@ grader's highest version; failed rollouts count as incorrect), one row per grade
 (domain key, task id, passed). Then, vectorised: n and c per task with numpy.unique/bincount,
 pass@k = 1 - prod_{i<k} (n-c-i)/(n-i) per task (a product over k terms, vectorised over
 tasks; the same estimator as Chen et al.'s numpy function), the mean per domain with bincount.
-Prints one JSON object: seconds spent reading, computing, in all, and the results.
+Prints one JSON object: seconds spent reading, computing, in all, the CPU seconds, and the results.
 
 Usage: python3 eval_baseline.py DB RUN GRADER K[,K...]
 """
@@ -18,6 +18,7 @@ import numpy as np
 
 db, run, grader, ks = sys.argv[1], sys.argv[2], sys.argv[3], [int(k) for k in sys.argv[4].split(",")]
 t0 = time.perf_counter()
+c0 = time.process_time()
 con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
 version = con.execute(
     "SELECT max(g.grader_version) FROM grades g JOIN rollouts r ON r.id = g.rollout_id JOIN runs ru ON ru.id = r.run_id "
@@ -55,4 +56,5 @@ for k in ks:
                   for j, d in enumerate(domains)}
 t2 = time.perf_counter()
 print(json.dumps({"rows": len(rows), "tasks": int(len(tasks)), "read_s": t1 - t0, "compute_s": t2 - t1, "total_s": t2 - t0,
+                  "cpu_s": time.process_time() - c0,
                   "results": results}))
