@@ -477,9 +477,9 @@ struct GraderTests {
         #expect(first.graded == 7)
         let stop = GradeStop()
         let second = try await w.grade(run: "dr", definition: d, options: GradeOptions(concurrency: 4, client: client, progress: { done, _ in
-            if done >= 100 { stop.stop() }
+            stop.stop() // after the first batch written (at most 100 verdicts)
         }, stop: stop))
-        #expect(second.stopped && second.graded >= 100 && second.graded < 113)
+        #expect(second.stopped && second.graded >= 1 && second.graded <= 100 + 4, "\(second.graded)")
         let third = try await w.grade(run: "dr", definition: d, options: GradeOptions(client: client))
         #expect(first.graded + second.graded + third.graded == 120 && third.alreadyGraded == first.graded + second.graded)
         #expect(try w.int("SELECT count(*) FROM grades WHERE grader = 'llm-judge'") == 120)
