@@ -61,14 +61,14 @@ struct FakeLLMTests {
             process.waitUntilExit()
         }
         // Python with uvicorn can take many seconds to start on a loaded 2-core machine: wait
-        // up to a minute, but give up at once if the process died.
+        // up to two minutes, but give up at once if the process died.
         var ready = false
-        let deadline = ContinuousClock.now + .seconds(60)
+        let deadline = ContinuousClock.now + .seconds(120)
         while !ready && process.isRunning && ContinuousClock.now < deadline {
             ready = canConnect(port: port)
             if !ready { try await Task.sleep(for: .milliseconds(100)) }
         }
-        try #require(ready, "fakellm did not start on port \(port) (\(process.isRunning ? "no answer within 60 s" : "it exited with status \(process.terminationStatus)"))")
+        try #require(ready, "fakellm did not start on port \(port) (\(process.isRunning ? "no answer within 120 s" : "it exited with status \(process.terminationStatus)"))")
         let client = LLMClient()
         do {
             try await body(port, client)

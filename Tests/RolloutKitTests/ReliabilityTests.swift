@@ -75,14 +75,16 @@ struct ReliabilityTests {
                           "--user-model", "http/user", "--run", "r"]
 
     @Test func sigkillMidRunThenResumeEndsWithExactlyNCompletedPerTask() async throws {
-        let server = try MockServerProcess(["--latency-ms", "80"])
+        // Slow enough (13 rounds of ~10 calls × 200 ms, ~26 s) that the kill lands mid-run even
+        // when this test process is starved of CPU on a loaded machine.
+        let server = try MockServerProcess(["--latency-ms", "200"])
         let (dir, w) = try Self.setUp(port: server.port)
         // 13 single-domain tasks × 16 samples = 208 rollouts, ~10 model calls each.
-        let args = Self.runArgs + ["--samples", "16", "--concurrency", "24", "--quiet"]
+        let args = Self.runArgs + ["--samples", "16", "--concurrency", "16", "--quiet"]
         let (process, _) = try Self.start(args, in: dir)
         // Kill it once some rollouts are done but far from all.
         var done = 0
-        for _ in 0..<400 {
+        for _ in 0..<1200 {
             try await Task.sleep(for: .milliseconds(50))
             done = (try? EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'")) ?? 0
             if done >= 20 { break }
