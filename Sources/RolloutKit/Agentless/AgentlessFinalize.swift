@@ -33,12 +33,38 @@ public struct FinalizedSample: Sendable {
     public var ok: Bool { !modelPatch.isEmpty }
 }
 
+/// A structure with its file list and the contents decoded so far: the passes of one instance
+/// edit the same few files, which are then decoded once.
+public final class StructureFiles {
+    public let structure: RepoStructure
+    public let files: Set<String>
+    private var contents: [String: String?] = [:]
+
+    public init(_ structure: RepoStructure) {
+        self.structure = structure
+        files = Set(structure.files)
+    }
+
+    public func content(of path: String) -> String? {
+        if let known = contents[path] { return known }
+        let c = (try? structure.content(of: path)) ?? nil
+        contents[path] = c
+        return c
+    }
+}
+
 public enum AgentlessFinalizer {
     /// Strips thinking, takes the fenced edit blocks, applies them file by file to the
     /// structure's contents and makes the patch. `allowPartial` keeps the edits that applied
     /// when others failed; by default one failed edit empties `modelPatch`.
     public static func finalize(answer: String, structure: RepoStructure, pipeline: AgentlessPipeline,
                                 allowPartial: Bool = false) -> FinalizedSample {
+        finalize(answer: answer, files: StructureFiles(structure), pipeline: pipeline, allowPartial: allowPartial)
+    }
+
+    public static func finalize(answer: String, files repo: StructureFiles, pipeline: AgentlessPipeline,
+                                allowPartial: Bool = false) -> FinalizedSample {
+        let structure = repo.structure
         var out = FinalizedSample()
         guard let text = ModelAnswer.stripThinking(answer) else {
             out.failures.append(EditFailure(stage: "finalize", reason: "the answer opens a thinking block and never closes it (cut off by max tokens?)"))
@@ -52,7 +78,7 @@ public enum AgentlessFinalizer {
             return out
         }
         // Group by corrected path, in order of first appearance.
-        let files = Set(structure.files)
+        let files = repo.files
         var order: [String] = []
         var byFile: [String: [SearchReplaceEdit]] = [:]
         for e in edits {
@@ -71,7 +97,7 @@ public enum AgentlessFinalizer {
         var patches: [String] = []
         var anyEditFailed = !out.failures.isEmpty
         for path in order {
-            let original = (try? structure.content(of: path)) ?? nil
+            let original = repo.content(of: path)
             let exists = original != nil
             let originalLines = original.map(lines) ?? []
             var current = originalLines

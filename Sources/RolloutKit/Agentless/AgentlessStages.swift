@@ -382,7 +382,7 @@ extension Warehouse {
                                                                "failures": failures]).jsonText)
             }
             var tasks: [Int64: SWEBenchTask] = [:]
-            var cache: (instance: String, structure: RepoStructure?)? = nil
+            var cache: (instance: String, files: StructureFiles?)? = nil
             var samples = 0
             for a in answers {
                 let parsed = PassID.parse(a.customID)
@@ -400,10 +400,12 @@ extension Warehouse {
                     case .success(let text):
                         rawOutput = text
                         if cache?.instance != instanceID {
-                            cache = (instanceID, try Self.structureBytes(db, instance: instanceID).map { o.pipeline.view(try RepoStructure(json: $0), instanceID: instanceID) })
+                            cache = (instanceID, try Self.structureBytes(db, instance: instanceID).map {
+                                StructureFiles(o.pipeline.view(try RepoStructure(json: $0), instanceID: instanceID))
+                            })
                         }
-                        if let structure = cache?.structure {
-                            sample = AgentlessFinalizer.finalize(answer: text, structure: structure, pipeline: o.pipeline, allowPartial: allowPartial)
+                        if let files = cache?.files {
+                            sample = AgentlessFinalizer.finalize(answer: text, files: files, pipeline: o.pipeline, allowPartial: allowPartial)
                         } else {
                             sample.failures.append(EditFailure(stage: "finalize", reason: "no repo structure for \(instanceID)"))
                         }
