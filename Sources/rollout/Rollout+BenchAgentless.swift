@@ -18,8 +18,10 @@ extension Bench {
         func run() throws {
             let w = try warehouse.open()
             var problem = "method = builtin_str(method) problem: a bytes method becomes the literal string \"b'GET'\"."
-            if let problems, let first = try String(contentsOfFile: problems, encoding: .utf8).split(separator: "\n").first,
-               let text = try JSONParser.parse(String(first))["problem_statement"]?.stringValue { problem = text }
+            if let problems, let data = FileManager.default.contents(atPath: problems), let first = data.split(separator: 0x0A).first,
+               let text = try JSONParser.parse([UInt8](first.last == 0x0D ? first.dropLast() : first))["problem_statement"]?.stringValue {
+                problem = text
+            }
             let r = try reporting { try AgentlessBenchmark.setup(w, structureFile: structure, problem: problem, instances: instances,
                                                                  responses: responses, directory: dir) }
             try printJSON(r)

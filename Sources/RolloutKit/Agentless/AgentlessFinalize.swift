@@ -39,6 +39,7 @@ public final class StructureFiles {
     public let structure: RepoStructure
     public let files: Set<String>
     private var contents: [String: String?] = [:]
+    private var lineCache: [String: [String]] = [:]
 
     public init(_ structure: RepoStructure) {
         self.structure = structure
@@ -50,6 +51,14 @@ public final class StructureFiles {
         let c = (try? structure.content(of: path)) ?? nil
         contents[path] = c
         return c
+    }
+
+    /// The content split into lines, once per file.
+    public func lines(of path: String) -> [String] {
+        if let known = lineCache[path] { return known }
+        let l = content(of: path).map(AgentlessFinalizer.lines) ?? []
+        lineCache[path] = l
+        return l
     }
 }
 
@@ -85,7 +94,7 @@ public enum AgentlessFinalizer {
             let path: String
             if let p = structure.correct(e.path, files: files) {
                 path = p
-            } else if e.search.allSatisfy({ $0.trimmingCharacters(in: .whitespaces).isEmpty }), let p = newFilePath(e.path) {
+            } else if e.search.allSatisfy({ $0.isBlank }), let p = newFilePath(e.path) {
                 path = p
             } else {
                 out.failures.append(EditFailure(stage: "finalize", reason: "\(e.path) is not a file of the repository structure", file: e.path, block: e.block))
@@ -99,7 +108,7 @@ public enum AgentlessFinalizer {
         for path in order {
             let original = repo.content(of: path)
             let exists = original != nil
-            let originalLines = original.map(lines) ?? []
+            let originalLines = exists ? repo.lines(of: path) : []
             var current = originalLines
             var fileFailed = false
             for e in byFile[path]! {
@@ -138,7 +147,7 @@ public enum AgentlessFinalizer {
     }
 
     static func lines(_ content: String) -> [String] {
-        content.isEmpty ? [] : content.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        content.isEmpty ? [] : ModelAnswer.splitLines(content)
     }
 
     /// The test writer's reproduce_bug.py: the edited test file with a runner that runs the new

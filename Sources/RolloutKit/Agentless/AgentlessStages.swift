@@ -425,7 +425,7 @@ extension Warehouse {
                     "original_file_content": strings(sample.originalContents), "edited_files": strings(sample.editedFiles),
                     "new_file_content": strings(sample.newContents),
                 ]
-                try file(&processed, a.sample, "_processed").write(line: JSONValue.object(line).jsonText)
+                try file(&processed, a.sample, "_processed").write(json: .object(line))
                 if o.pipeline == .testwrite {
                     let test: JSONObject = [
                         "model_name_or_path": .string(modelName), "instance_id": .string(instanceID),
@@ -433,7 +433,7 @@ extension Warehouse {
                         "test_func_name": sample.testFuncName.map(JSONValue.string) ?? .null,
                         "original_file_content": .string(sample.originalContents.first ?? ""),
                     ]
-                    try file(&reproduction, a.sample, "_processed_reproduction_test").write(line: JSONValue.object(test).jsonText)
+                    try file(&reproduction, a.sample, "_processed_reproduction_test").write(json: .object(test))
                 }
                 if !sample.failures.isEmpty {
                     try failuresFile.write(line: JSONValue.object(["custom_id": .string(a.customID), "instance_id": .string(instanceID),
@@ -454,7 +454,7 @@ extension Warehouse {
                                                "gt_patch": task?.goldPatch.map(JSONValue.string) ?? .null])
                     let path = try SafeFileName.path(in: samplesDir, id: a.customID, suffix: ".jsonl")
                     let f = try OutputFile(path: path, sync: false)
-                    try f.write(line: JSONValue.object(s).jsonText)
+                    try f.write(json: .object(s))
                     try f.commit()
                     samples += 1
                     try Self.recordOutput(db, a, pipeline: o.pipeline, stage: "repair", instanceID: instanceID, ok: sample.ok,

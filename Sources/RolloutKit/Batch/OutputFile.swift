@@ -14,11 +14,14 @@ final class OutputFile {
     private(set) var lines = 0
     private var finished = false
     private let sync: Bool
+    private let hashing: Bool
 
-    /// `sync: false` skips the fsync (still renamed into place whole): for many small files.
+    /// `sync: false` skips the fsync (still renamed into place whole) and the checksum: for
+    /// many small files.
     init(path: String, sync: Bool = true) throws {
         self.path = path
         self.sync = sync
+        self.hashing = sync
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -36,6 +39,14 @@ final class OutputFile {
 
     deinit { if !finished { abandon() } }
 
+    /// One JSON value as a line, serialized straight into the buffer.
+    func write(json value: JSONValue) throws {
+        JSONWriter.compact.write(value, into: &buffer)
+        buffer.append(0x0A)
+        lines += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
     func write(line: String) throws {
         buffer.append(contentsOf: line.utf8)
         buffer.append(0x0A)
@@ -50,7 +61,7 @@ final class OutputFile {
 
     private func drain() throws {
         guard !buffer.isEmpty else { return }
-        hasher.update(buffer)
+        if hashing { hasher.update(buffer) }
         bytes += buffer.count
         try handle.write(contentsOf: buffer)
         buffer.removeAll(keepingCapacity: true)

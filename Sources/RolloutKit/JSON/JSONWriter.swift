@@ -68,6 +68,10 @@ public struct JSONWriter: Sendable {
     }
 
     func writeString(_ s: String, into out: inout [UInt8]) {
+        if style == .compact {
+            writeStringUTF8(s, into: &out)
+            return
+        }
         out.append(0x22)
         let asciiOnly = style == .python
         for scalar in s.unicodeScalars {
@@ -90,6 +94,35 @@ public struct JSONWriter: Sendable {
                     out.append(contentsOf: UTF8.encode(scalar)!)
                 }
             }
+        }
+        out.append(0x22)
+    }
+
+    /// The compact form byte by byte over UTF-8 (the same output as the scalar loop: only `"`,
+    /// `\\` and control characters are escaped, every other byte is copied), with runs of
+    /// plain bytes appended at once.
+    private func writeStringUTF8(_ s: String, into out: inout [UInt8]) {
+        out.append(0x22)
+        var copy = s
+        copy.withUTF8 { bytes in
+            var runStart = 0
+            for i in 0..<bytes.count {
+                let b = bytes[i]
+                guard b < 0x20 || b == 0x22 || b == 0x5C else { continue }
+                if runStart < i { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
+                switch b {
+                case 0x22: out.append(contentsOf: [0x5C, 0x22])
+                case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+                case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+                case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+                case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+                case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+                case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+                default: appendUnicodeEscape(UInt16(b), &out)
+                }
+                runStart = i + 1
+            }
+            if runStart < bytes.count { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<bytes.count])) }
         }
         out.append(0x22)
     }
