@@ -47,6 +47,13 @@ final class OutputFile {
         if buffer.count >= 1 << 20 { try drain() }
     }
 
+    /// A line already serialized, with its newline.
+    func write(serializedLine bytes: [UInt8]) throws {
+        buffer.append(contentsOf: bytes)
+        lines += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
     func write(line: String) throws {
         buffer.append(contentsOf: line.utf8)
         buffer.append(0x0A)
