@@ -388,7 +388,7 @@ extension Warehouse {
             // In chunks: the answers are read here, finalized and serialized on every core (one
             // instance's answers on one thread, as they share its decoded files), then written
             // here in order.
-            for chunk in stride(from: 0, to: answers.count, by: 256).map({ answers[$0..<min($0 + 256, answers.count)] }) {
+            for chunk in stride(from: 0, to: answers.count, by: 64).map({ answers[$0..<min($0 + 64, answers.count)] }) {
                 var inputs: [FinalizeInput] = []
                 for a in chunk {
                     let parsed = PassID.parse(a.customID)

@@ -9,7 +9,7 @@ final class OutputFile {
     private let temporary: String
     private let handle: FileHandle
     private var buffer: [UInt8] = []
-    private var hasher = SHA256()
+    private let hasher = BackgroundHasher()
     private(set) var bytes = 0
     private(set) var lines = 0
     private var finished = false
@@ -68,7 +68,7 @@ final class OutputFile {
 
     private func drain() throws {
         guard !buffer.isEmpty else { return }
-        if hashing { hasher.update(buffer) }
+        if hashing { hasher.update(buffer) }  // on another thread, while this one goes on
         bytes += buffer.count
         try handle.write(contentsOf: buffer)
         buffer.removeAll(keepingCapacity: true)
@@ -102,5 +102,21 @@ final class OutputFile {
         for l in lines { try file.write(line: l) }
         let sha = try file.commit()
         return (file.bytes, sha)
+    }
+}
+
+/// SHA-256 of a file's bytes computed on a serial queue of its own, so hashing a large output
+/// overlaps with making the next lines. @unchecked Sendable: `state` is touched only on
+/// `queue`.
+final class BackgroundHasher: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "rollout.output-hash")
+    private var state = SHA256()
+
+    func update(_ bytes: [UInt8]) {
+        queue.async { self.state.update(bytes) }
+    }
+
+    func hexDigest() -> String {
+        queue.sync { state.hexDigest() }
     }
 }
