@@ -5,7 +5,7 @@ import RolloutKit
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure the tool's hot paths (see BENCHMARKS.md for how each number is produced).",
-        subcommands: [LLM.self])
+        subcommands: [LLM.self, AgentlessSetup.self, AgentlessLocalize.self, AgentlessFinalize.self])
 
     struct LLM: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -33,12 +33,47 @@ public struct FinalizedSample: Sendable {
     public var ok: Bool { !modelPatch.isEmpty }
 }
 
+/// A structure with its file list and the contents decoded so far: the passes of one instance
+/// edit the same few files, which are then decoded once.
+public final class StructureFiles {
+    public let structure: RepoStructure
+    public let files: Set<String>
+    private var contents: [String: String?] = [:]
+    private var lineCache: [String: [String]] = [:]
+
+    public init(_ structure: RepoStructure) {
+        self.structure = structure
+        files = Set(structure.files)
+    }
+
+    public func content(of path: String) -> String? {
+        if let known = contents[path] { return known }
+        let c = (try? structure.content(of: path)) ?? nil
+        contents[path] = c
+        return c
+    }
+
+    /// The content split into lines, once per file.
+    public func lines(of path: String) -> [String] {
+        if let known = lineCache[path] { return known }
+        let l = content(of: path).map(AgentlessFinalizer.lines) ?? []
+        lineCache[path] = l
+        return l
+    }
+}
+
 public enum AgentlessFinalizer {
     /// Strips thinking, takes the fenced edit blocks, applies them file by file to the
     /// structure's contents and makes the patch. `allowPartial` keeps the edits that applied
     /// when others failed; by default one failed edit empties `modelPatch`.
     public static func finalize(answer: String, structure: RepoStructure, pipeline: AgentlessPipeline,
                                 allowPartial: Bool = false) -> FinalizedSample {
+        finalize(answer: answer, files: StructureFiles(structure), pipeline: pipeline, allowPartial: allowPartial)
+    }
+
+    public static func finalize(answer: String, files repo: StructureFiles, pipeline: AgentlessPipeline,
+                                allowPartial: Bool = false) -> FinalizedSample {
+        let structure = repo.structure
         var out = FinalizedSample()
         guard let text = ModelAnswer.stripThinking(answer) else {
             out.failures.append(EditFailure(stage: "finalize", reason: "the answer opens a thinking block and never closes it (cut off by max tokens?)"))
@@ -52,14 +87,14 @@ public enum AgentlessFinalizer {
             return out
         }
         // Group by corrected path, in order of first appearance.
-        let files = Set(structure.files)
+        let files = repo.files
         var order: [String] = []
         var byFile: [String: [SearchReplaceEdit]] = [:]
         for e in edits {
             let path: String
             if let p = structure.correct(e.path, files: files) {
                 path = p
-            } else if e.search.allSatisfy({ $0.trimmingCharacters(in: .whitespaces).isEmpty }), let p = newFilePath(e.path) {
+            } else if e.search.allSatisfy({ $0.isBlank }), let p = newFilePath(e.path) {
                 path = p
             } else {
                 out.failures.append(EditFailure(stage: "finalize", reason: "\(e.path) is not a file of the repository structure", file: e.path, block: e.block))
@@ -71,9 +106,9 @@ public enum AgentlessFinalizer {
         var patches: [String] = []
         var anyEditFailed = !out.failures.isEmpty
         for path in order {
-            let original = (try? structure.content(of: path)) ?? nil
+            let original = repo.content(of: path)
             let exists = original != nil
-            let originalLines = original.map(lines) ?? []
+            let originalLines = exists ? repo.lines(of: path) : []
             var current = originalLines
             var fileFailed = false
             for e in byFile[path]! {
@@ -112,7 +147,7 @@ public enum AgentlessFinalizer {
     }
 
     static func lines(_ content: String) -> [String] {
-        content.isEmpty ? [] : content.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        content.isEmpty ? [] : ModelAnswer.splitLines(content)
     }
 
     /// The test writer's reproduce_bug.py: the edited test file with a runner that runs the new

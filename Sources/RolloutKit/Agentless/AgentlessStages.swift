@@ -382,48 +382,50 @@ extension Warehouse {
                                                                "failures": failures]).jsonText)
             }
             var tasks: [Int64: SWEBenchTask] = [:]
-            var cache: (instance: String, structure: RepoStructure?)? = nil
+            var cache: (instance: String, files: StructureFiles?)? = nil
             var samples = 0
-            for a in answers {
-                let parsed = PassID.parse(a.customID)
-                let task = try a.taskID.flatMap { id in try tasks[id] ?? Self.task(db, id: id) }
-                if let task, let id = a.taskID { tasks[id] = task }
-                let instanceID = task?.instanceID ?? parsed.instance
-                var sample = FinalizedSample()
-                var rawOutput: String?
-                if let resultID = a.resultID {
-                    report.answers += 1
-                    switch try Self.answerText(db, resultID: resultID, provider: provider) {
-                    case .failure(var f):
-                        f.stage = "repair"
-                        sample.failures.append(f)
-                    case .success(let text):
-                        rawOutput = text
-                        if cache?.instance != instanceID {
-                            cache = (instanceID, try Self.structureBytes(db, instance: instanceID).map { o.pipeline.view(try RepoStructure(json: $0), instanceID: instanceID) })
+            let strings = { (list: [String]) in JSONValue.array(list.map(JSONValue.string)) }
+            // In chunks: the answers are read here, finalized and serialized on every core (one
+            // instance's answers on one thread, as they share its decoded files), then written
+            // here in order.
+            for chunk in stride(from: 0, to: answers.count, by: 64).map({ answers[$0..<min($0 + 64, answers.count)] }) {
+                var inputs: [FinalizeInput] = []
+                for a in chunk {
+                    let parsed = PassID.parse(a.customID)
+                    let task = try a.taskID.flatMap { id in try tasks[id] ?? Self.task(db, id: id) }
+                    if let task, let id = a.taskID { tasks[id] = task }
+                    let instanceID = task?.instanceID ?? parsed.instance
+                    var input = FinalizeInput(answer: a, task: task, instanceID: instanceID)
+                    if let resultID = a.resultID {
+                        switch try Self.answerText(db, resultID: resultID, provider: provider) {
+                        case .failure(var f):
+                            f.stage = "repair"
+                            input.failure = f
+                        case .success(let text):
+                            input.text = text
+                            if cache?.instance != instanceID {
+                                cache = (instanceID, try Self.structureBytes(db, instance: instanceID).map {
+                                    StructureFiles(o.pipeline.view(try RepoStructure(json: $0), instanceID: instanceID))
+                                })
+                            }
+                            input.files = cache?.files
+                            if input.files == nil { input.failure = EditFailure(stage: "finalize", reason: "no repo structure for \(instanceID)") }
                         }
-                        if let structure = cache?.structure {
-                            sample = AgentlessFinalizer.finalize(answer: text, structure: structure, pipeline: o.pipeline, allowPartial: allowPartial)
-                        } else {
-                            sample.failures.append(EditFailure(stage: "finalize", reason: "no repo structure for \(instanceID)"))
-                        }
+                    } else {
+                        input.failure = EditFailure(stage: "repair", reason: "no result for this request (ingest the batch output first)")
                     }
-                } else {
-                    report.noResult += 1
-                    sample.failures.append(EditFailure(stage: "repair", reason: "no result for this request (ingest the batch output first)"))
+                    inputs.append(input)
                 }
+                let outputs = FinalizeInput.run(inputs, pipeline: o.pipeline, allowPartial: allowPartial, modelName: modelName)
+                for (input, output) in zip(inputs, outputs) {
+                let a = input.answer, task = input.task, instanceID = input.instanceID, sample = output.sample
+                let rawOutput = input.text
+                if a.resultID != nil { report.answers += 1 } else { report.noResult += 1 }
                 if sample.ok { report.ok += 1 } else if a.resultID != nil {
                     report.failed += 1
                     if report.failureExamples.count < 100 { report.failureExamples.append("\(a.customID): \(sample.failures.first?.reason ?? "no patch")") }
                 }
-                let strings = { (list: [String]) in JSONValue.array(list.map(JSONValue.string)) }
-                let line: JSONObject = [
-                    "model_name_or_path": .string(modelName), "instance_id": .string(instanceID),
-                    "model_patch": .string(sample.modelPatch), "raw_model_patch": .string(sample.rawModelPatch),
-                    "original_file_content": strings(sample.originalContents), "edited_files": strings(sample.editedFiles),
-                    "new_file_content": strings(sample.newContents),
-                ]
-                try file(&processed, a.sample, "_processed").write(line: JSONValue.object(line).jsonText)
+                try file(&processed, a.sample, "_processed").write(serializedLine: output.processedLine)
                 if o.pipeline == .testwrite {
                     let test: JSONObject = [
                         "model_name_or_path": .string(modelName), "instance_id": .string(instanceID),
@@ -431,7 +433,7 @@ extension Warehouse {
                         "test_func_name": sample.testFuncName.map(JSONValue.string) ?? .null,
                         "original_file_content": .string(sample.originalContents.first ?? ""),
                     ]
-                    try file(&reproduction, a.sample, "_processed_reproduction_test").write(line: JSONValue.object(test).jsonText)
+                    try file(&reproduction, a.sample, "_processed_reproduction_test").write(json: .object(test))
                 }
                 if !sample.failures.isEmpty {
                     try failuresFile.write(line: JSONValue.object(["custom_id": .string(a.customID), "instance_id": .string(instanceID),
@@ -452,12 +454,13 @@ extension Warehouse {
                                                "gt_patch": task?.goldPatch.map(JSONValue.string) ?? .null])
                     let path = try SafeFileName.path(in: samplesDir, id: a.customID, suffix: ".jsonl")
                     let f = try OutputFile(path: path, sync: false)
-                    try f.write(line: JSONValue.object(s).jsonText)
+                    try f.write(json: .object(s))
                     try f.commit()
                     samples += 1
                     try Self.recordOutput(db, a, pipeline: o.pipeline, stage: "repair", instanceID: instanceID, ok: sample.ok,
                                           editedFiles: sample.editedFiles, modelPatch: sample.modelPatch, testPatch: sample.testPatch,
                                           testFuncName: sample.testFuncName, failures: sample.failures, now: now)
+                }
                 }
             }
             for f in all {
@@ -475,4 +478,90 @@ extension Warehouse {
             return report
         }
     }
+}
+
+/// One answer on its way through finalize: what was read from the warehouse on the writer's
+/// thread, finalized on any thread.
+struct FinalizeInput {
+    var answer: Warehouse.Answer
+    var task: Warehouse.SWEBenchTask?
+    var instanceID: String
+    var text: String?
+    var failure: EditFailure?
+    var files: StructureFiles?
+
+    init(answer: Warehouse.Answer, task: Warehouse.SWEBenchTask?, instanceID: String) {
+        self.answer = answer
+        self.task = task
+        self.instanceID = instanceID
+    }
+
+    struct Output {
+        var sample = FinalizedSample()
+        /// The `output_{pass}_processed.jsonl` line, serialized (the large part of the work).
+        var processedLine: [UInt8] = []
+    }
+
+    /// Finalizes `inputs` on every core: the answers of one instance (which share one
+    /// `StructureFiles` and its caches) go to one thread, in order.
+    static func run(_ inputs: [FinalizeInput], pipeline: AgentlessPipeline, allowPartial: Bool, modelName: String) -> [Output] {
+        var groups: [[Int]] = []
+        var last: ObjectIdentifier?
+        for (i, input) in inputs.enumerated() {
+            let key = input.files.map(ObjectIdentifier.init)
+            if let key, key == last, !groups.isEmpty { groups[groups.count - 1].append(i) } else { groups.append([i]) }
+            last = key
+        }
+        let results = UnsafeOutputs(count: inputs.count)
+        let box = UnsafeInputs(inputs)
+        let plan = groups
+        DispatchQueue.concurrentPerform(iterations: plan.count) { g in
+            for i in plan[g] {
+                let input = box.inputs[i]
+                var out = Output()
+                if let failure = input.failure {
+                    out.sample.failures.append(failure)
+                } else if let text = input.text, let files = input.files {
+                    out.sample = AgentlessFinalizer.finalize(answer: text, files: files, pipeline: pipeline, allowPartial: allowPartial)
+                }
+                let strings = { (list: [String]) in JSONValue.array(list.map(JSONValue.string)) }
+                let line: JSONObject = [
+                    "model_name_or_path": .string(modelName), "instance_id": .string(input.instanceID),
+                    "model_patch": .string(out.sample.modelPatch), "raw_model_patch": .string(out.sample.rawModelPatch),
+                    "original_file_content": strings(out.sample.originalContents), "edited_files": strings(out.sample.editedFiles),
+                    "new_file_content": strings(out.sample.newContents),
+                ]
+                JSONWriter.compact.write(.object(line), into: &out.processedLine)
+                out.processedLine.append(0x0A)
+                results.set(i, out)
+            }
+        }
+        return results.values
+    }
+}
+
+/// The inputs shared read-only by the finalize threads. @unchecked Sendable: the array is not
+/// changed while they run, and each `StructureFiles` in it (a class with caches) is used by
+/// the one thread its instance's group went to.
+final class UnsafeInputs: @unchecked Sendable {
+    let inputs: [FinalizeInput]
+    init(_ inputs: [FinalizeInput]) { self.inputs = inputs }
+}
+
+/// One slot per input, each written by exactly one finalize thread and read after all of them
+/// have finished (concurrentPerform returns only then). @unchecked Sendable for that reason.
+final class UnsafeOutputs: @unchecked Sendable {
+    private let storage: UnsafeMutablePointer<FinalizeInput.Output>
+    let count: Int
+    init(count: Int) {
+        self.count = count
+        storage = .allocate(capacity: max(1, count))
+        storage.initialize(repeating: FinalizeInput.Output(), count: count)
+    }
+    deinit {
+        storage.deinitialize(count: count)
+        storage.deallocate()
+    }
+    func set(_ i: Int, _ value: FinalizeInput.Output) { storage[i] = value }
+    var values: [FinalizeInput.Output] { Array(UnsafeBufferPointer(start: storage, count: count)) }
 }

@@ -1,5 +1,23 @@
 import Foundation
 
+extension Substring {
+    /// Without leading and trailing spaces and tabs (ASCII only: what edit matching ignores).
+    var trimmedBlanks: Substring {
+        let u = utf8
+        guard let first = u.firstIndex(where: { $0 != 0x20 && $0 != 0x09 }) else { return self[endIndex...] }
+        let last = u.lastIndex(where: { $0 != 0x20 && $0 != 0x09 })!
+        return self[first...last]
+    }
+
+    /// Only spaces and tabs.
+    var isBlank: Bool { utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 } }
+}
+
+extension String {
+    var trimmedBlanks: Substring { self[...].trimmedBlanks }
+    var isBlank: Bool { utf8.allSatisfy { $0 == 0x20 || $0 == 0x09 } }
+}
+
 /// Reading a model's answer: thinking removed, fenced blocks, file lists, SEARCH/REPLACE edits.
 public enum ModelAnswer {
     /// The answer without its thinking: the text after the last `</think>` (or `◁/think▷`).
@@ -31,12 +49,23 @@ public enum ModelAnswer {
         return out
     }
 
-    static func isFence(_ line: String) -> Bool { line.trimmingCharacters(in: .whitespaces).hasPrefix("```") }
+    static func isFence(_ line: String) -> Bool { line.trimmedBlanks.hasPrefix("```") }
 
+    /// Lines split on "\n" bytes (a "\r\n" pair is one Character to Swift, so Character
+    /// splitting would miss it), a trailing "\r" removed.
     static func splitLines(_ text: String) -> [String] {
-        text.split(separator: "\n", omittingEmptySubsequences: false).map { l in
-            l.hasSuffix("\r") ? String(l.dropLast()) : String(l)
+        var out: [String] = []
+        var copy = text
+        copy.withUTF8 { bytes in
+            var start = 0
+            for i in 0...bytes.count where i == bytes.count || bytes[i] == 0x0A {
+                var end = i
+                if end > start && bytes[end - 1] == 0x0D { end -= 1 }
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
+                start = i + 1
+            }
         }
+        return out
     }
 
     /// The file paths a localize answer lists: the non-empty lines of its fenced blocks (or of
@@ -94,11 +123,11 @@ public enum SearchReplace {
 
     /// Seven or more of `symbol`, then the word (if any), nothing else but spaces.
     static func marker(_ line: String, _ symbol: Character, word: String?) -> Bool {
-        let t = line.trimmingCharacters(in: .whitespaces)
+        let t = line.trimmedBlanks
+        guard let f = t.first, f == symbol else { return false }
         let run = t.prefix { $0 == symbol }.count
         guard run >= 7 else { return false }
-        let rest = t.dropFirst(run).trimmingCharacters(in: .whitespaces)
-        return rest == (word ?? "")
+        return t.dropFirst(run).trimmedBlanks == (word ?? "")
     }
 
     /// The edit blocks of an answer (thinking already stripped). Inside fences when the answer
@@ -119,7 +148,7 @@ public enum SearchReplace {
         for line in lines {
             switch state {
             case .search:
-                if fenced && line.trimmingCharacters(in: .whitespaces) == "```" {
+                if fenced && line.trimmedBlanks == "```" {
                     failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) is cut short: the fence closes before its ======= line",
                                                 file: current.path.isEmpty ? nil : current.path, block: current.block))
                     state = .none
@@ -139,7 +168,7 @@ public enum SearchReplace {
                 } else { current.search.append(line) }
                 continue
             case .replace:
-                if fenced && line.trimmingCharacters(in: .whitespaces) == "```" {
+                if fenced && line.trimmedBlanks == "```" {
                     failures.append(EditFailure(stage: "finalize", reason: "edit block \(current.block) is cut short: the fence closes before its >>>>>>> REPLACE line",
                                                 file: current.path.isEmpty ? nil : current.path, block: current.block))
                     state = .none
@@ -178,7 +207,7 @@ public enum SearchReplace {
                 state = .search
             } else if isDivider(line) || isReplace(line) {
                 failures.append(EditFailure(stage: "finalize", reason: "a stray \(isDivider(line) ? "=======" : ">>>>>>> REPLACE") line outside an edit block", block: blocks))
-            } else if !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            } else if !line.isBlank {
                 candidate = line
             }
         }
@@ -212,8 +241,8 @@ public enum SearchReplace {
     /// match in more than one place, is an error naming the lines.
     public static func apply(_ edit: SearchReplaceEdit, to lines: inout [String], fileExists: Bool) throws(EditApplyError) -> Match {
         var search = edit.search
-        while search.first?.trimmingCharacters(in: .whitespaces).isEmpty == true { search.removeFirst() }
-        while search.last?.trimmingCharacters(in: .whitespaces).isEmpty == true { search.removeLast() }
+        while search.first?.isBlank == true { search.removeFirst() }
+        while search.last?.isBlank == true { search.removeLast() }
         if search.isEmpty {
             if !fileExists || lines.isEmpty {
                 lines = edit.replace
@@ -231,9 +260,7 @@ public enum SearchReplace {
             if exact.count > 1 { throw EditApplyError.ambiguous(exact.map { $0 + 1 }) }
         }
         for candidate in edit.search == search ? [edit.search] : [edit.search, search] {
-            let loose = positions(of: candidate, in: lines) { a, b in
-                a.trimmingCharacters(in: .whitespaces) == b.trimmingCharacters(in: .whitespaces)
-            }
+            let loose = positions(of: candidate, in: lines) { a, b in a.trimmedBlanks == b.trimmedBlanks }
             if loose.count > 1 { throw EditApplyError.ambiguous(loose.map { $0 + 1 }) }
             if loose.count == 1 {
                 let at = loose[0]
@@ -262,11 +289,11 @@ public enum SearchReplace {
     /// The REPLACE lines moved by the indentation the file has where the SEARCH's first
     /// non-blank line has another.
     static func reindent(_ replace: [String], searchLines: [String], fileLines: [String]) -> [String] {
-        guard let k = searchLines.firstIndex(where: { !$0.trimmingCharacters(in: .whitespaces).isEmpty }) else { return replace }
+        guard let k = searchLines.firstIndex(where: { !$0.isBlank }) else { return replace }
         let have = String(indent(fileLines[k])), wrote = String(indent(searchLines[k]))
         if have == wrote { return replace }
         return replace.map { line in
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { return line }
+            if line.isBlank { return line }
             let own = String(indent(line))
             let body = line.dropFirst(own.count)
             if own.hasPrefix(wrote) { return have + own.dropFirst(wrote.count) + body }

@@ -9,16 +9,19 @@ final class OutputFile {
     private let temporary: String
     private let handle: FileHandle
     private var buffer: [UInt8] = []
-    private var hasher = SHA256()
+    private let hasher = BackgroundHasher()
     private(set) var bytes = 0
     private(set) var lines = 0
     private var finished = false
     private let sync: Bool
+    private let hashing: Bool
 
-    /// `sync: false` skips the fsync (still renamed into place whole): for many small files.
+    /// `sync: false` skips the fsync (still renamed into place whole) and the checksum: for
+    /// many small files.
     init(path: String, sync: Bool = true) throws {
         self.path = path
         self.sync = sync
+        self.hashing = sync
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -36,6 +39,21 @@ final class OutputFile {
 
     deinit { if !finished { abandon() } }
 
+    /// One JSON value as a line, serialized straight into the buffer.
+    func write(json value: JSONValue) throws {
+        JSONWriter.compact.write(value, into: &buffer)
+        buffer.append(0x0A)
+        lines += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
+    /// A line already serialized, with its newline.
+    func write(serializedLine bytes: [UInt8]) throws {
+        buffer.append(contentsOf: bytes)
+        lines += 1
+        if buffer.count >= 1 << 20 { try drain() }
+    }
+
     func write(line: String) throws {
         buffer.append(contentsOf: line.utf8)
         buffer.append(0x0A)
@@ -50,7 +68,7 @@ final class OutputFile {
 
     private func drain() throws {
         guard !buffer.isEmpty else { return }
-        hasher.update(buffer)
+        if hashing { hasher.update(buffer) }  // on another thread, while this one goes on
         bytes += buffer.count
         try handle.write(contentsOf: buffer)
         buffer.removeAll(keepingCapacity: true)
@@ -84,5 +102,21 @@ final class OutputFile {
         for l in lines { try file.write(line: l) }
         let sha = try file.commit()
         return (file.bytes, sha)
+    }
+}
+
+/// SHA-256 of a file's bytes computed on a serial queue of its own, so hashing a large output
+/// overlaps with making the next lines. @unchecked Sendable: `state` is touched only on
+/// `queue`.
+final class BackgroundHasher: @unchecked Sendable {
+    private let queue = DispatchQueue(label: "rollout.output-hash")
+    private var state = SHA256()
+
+    func update(_ bytes: [UInt8]) {
+        queue.async { self.state.update(bytes) }
+    }
+
+    func hexDigest() -> String {
+        queue.sync { state.hexDigest() }
     }
 }
