@@ -495,6 +495,14 @@ struct ExportTests {
         #expect(report.toolSources == ["run": 34])
         #expect(report.undeclared == 0)
         #expect(report.toolsets == 3 && report.prompts == 3)
+        let relabel = try w.label(run: plan.runName)
+        #expect(relabel.unchanged == 34 && relabel.inserted == 0 && relabel.updated == 0)
+        // A label made stale is set right, and counted as changed.
+        try await w.writer.write { db in
+            try db.execute(sql: "UPDATE labels SET prompt_source = 'none' WHERE rollout_id IN (SELECT rollout_id FROM labels LIMIT 2)")
+        }
+        let fixed = try w.label(run: plan.runName)
+        #expect(fixed.updated == 2 && fixed.unchanged == 32)
         // Each label's prompt and tools are exactly the run's record for the task's domain.
         #expect(try w.int("""
             SELECT count(*) FROM labels l JOIN rollouts r ON r.id = l.rollout_id JOIN tasks t ON t.id = r.task_id
