@@ -481,6 +481,27 @@ struct ExportTests {
         #expect(r.written == 3)
     }
 
+    @Test func failedRolloutsAreResultsInTheResultFormats() throws {
+        let dir = try TempDir()
+        let w = try Warehouse.open(path: dir.file("f.db"))
+        let broken = #"{"id": "f1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "think", "arguments": "{}"}}]}], "success": false, "error": "APIError: 500"}"#
+        let fine = ExportHarness.rolloutLine("f2", #"[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]"#)
+        _ = try w.ingestTrajectories(file: try dir.write("f.jsonl", broken + "\n" + fine + "\n"), run: "f", format: .rollout)
+        // Without --include-failed only the completed one.
+        #expect(try w.export(ExportOptions(run: "f", format: .rollout, out: dir.file("a.jsonl"))).written == 1)
+        var o = ExportOptions(run: "f", format: .rollout, out: dir.file("b.jsonl"))
+        o.includeFailed = true
+        let r = try w.export(o)
+        #expect(r.written == 2 && r.droppedTotal == 0)
+        let failed = try #require(try ExportHarness.lines(dir.file("b.jsonl")).first { $0["id"] == "f1" })
+        #expect(failed["success"] == .bool(false) && failed["error"] == "APIError: 500")
+        // As training data the broken transcript is still dropped.
+        var t = ExportOptions(run: "f", format: .openAIFT, out: dir.file("c.jsonl"))
+        t.includeFailed = true
+        let tr = try w.export(t)
+        #expect(tr.written == 1 && tr.droppedTotal == 1, "\(tr.summary)")
+    }
+
     // MARK: Engine runs
 
     @Test(.enabled(if: EngineHarness.binaryBuilt, "build the rollout executable first"))

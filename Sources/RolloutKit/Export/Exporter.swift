@@ -452,7 +452,10 @@ private final class Exporter {
     /// Validates; returns whether the record is to be written.
     func admit(_ c: RecordContext, _ t: Trajectory, into sink: Sink) -> Bool {
         let declared: Set<String>? = options.format.carriesTools ? (c.tools?.names ?? []) : nil
-        if let issue = RecordValidator.firstIssue(t, tools: declared) {
+        // A failed rollout in the result formats is a result (`success: false`, "[Failed]"),
+        // not training data: its transcript may stop anywhere, and it is written as it is.
+        let resultOnly = c.head.status != "completed" && (options.format == .rollout || options.format == .deepresearch)
+        if !resultOnly, let issue = RecordValidator.firstIssue(t, tools: declared) {
             if options.keepInvalid {
                 sink.keptInvalid += 1
                 report.keptInvalid += 1

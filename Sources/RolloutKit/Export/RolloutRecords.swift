@@ -110,8 +110,9 @@ private final class FilePipe: @unchecked Sendable {
     }
 
     private func work() {
-        while let batch = channel.receive() {
-            guard let chunk = batch.first else { break }  // an empty batch ends the stream
+        while var batch = channel.receive() {
+            guard !batch.isEmpty else { break }  // an empty batch ends the stream
+            var chunk = batch.removeLast()  // unique, so it can be emptied in place and reused
             if failure != nil { continue }
             chunk.withUnsafeBytes { raw in
                 hasher.update(raw)
@@ -126,8 +127,8 @@ private final class FilePipe: @unchecked Sendable {
                     offset += n
                 }
             }
-            var spare = chunk
-            spare.removeAll(keepingCapacity: true)
+            chunk.removeAll(keepingCapacity: true)
+            let spare = chunk
             spares.withLock { if $0.count < 4 { $0.append(spare) } }
         }
         finishedSignal.signal()
