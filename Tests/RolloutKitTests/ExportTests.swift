@@ -481,6 +481,27 @@ struct ExportTests {
         #expect(r.written == 3)
     }
 
+    @Test func failedRolloutsAreResultsInTheResultFormats() throws {
+        let dir = try TempDir()
+        let w = try Warehouse.open(path: dir.file("f.db"))
+        let broken = #"{"id": "f1", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "think", "arguments": "{}"}}]}], "success": false, "error": "APIError: 500"}"#
+        let fine = ExportHarness.rolloutLine("f2", #"[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]"#)
+        _ = try w.ingestTrajectories(file: try dir.write("f.jsonl", broken + "\n" + fine + "\n"), run: "f", format: .rollout)
+        // Without --include-failed only the completed one.
+        #expect(try w.export(ExportOptions(run: "f", format: .rollout, out: dir.file("a.jsonl"))).written == 1)
+        var o = ExportOptions(run: "f", format: .rollout, out: dir.file("b.jsonl"))
+        o.includeFailed = true
+        let r = try w.export(o)
+        #expect(r.written == 2 && r.droppedTotal == 0)
+        let failed = try #require(try ExportHarness.lines(dir.file("b.jsonl")).first { $0["id"] == "f1" })
+        #expect(failed["success"] == .bool(false) && failed["error"] == "APIError: 500")
+        // As training data the broken transcript is still dropped.
+        var t = ExportOptions(run: "f", format: .openAIFT, out: dir.file("c.jsonl"))
+        t.includeFailed = true
+        let tr = try w.export(t)
+        #expect(tr.written == 1 && tr.droppedTotal == 1, "\(tr.summary)")
+    }
+
     // MARK: Engine runs
 
     @Test(.enabled(if: EngineHarness.binaryBuilt, "build the rollout executable first"))
@@ -495,6 +516,14 @@ struct ExportTests {
         #expect(report.toolSources == ["run": 34])
         #expect(report.undeclared == 0)
         #expect(report.toolsets == 3 && report.prompts == 3)
+        let relabel = try w.label(run: plan.runName)
+        #expect(relabel.unchanged == 34 && relabel.inserted == 0 && relabel.updated == 0)
+        // A label made stale is set right, and counted as changed.
+        try await w.writer.write { db in
+            try db.execute(sql: "UPDATE labels SET prompt_source = 'none' WHERE rollout_id IN (SELECT rollout_id FROM labels LIMIT 2)")
+        }
+        let fixed = try w.label(run: plan.runName)
+        #expect(fixed.updated == 2 && fixed.unchanged == 32)
         // Each label's prompt and tools are exactly the run's record for the task's domain.
         #expect(try w.int("""
             SELECT count(*) FROM labels l JOIN rollouts r ON r.id = l.rollout_id JOIN tasks t ON t.id = r.task_id

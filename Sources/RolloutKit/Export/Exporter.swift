@@ -200,10 +200,9 @@ private final class Exporter {
 
     var sinks: [String: Sink] = [:]
     var sinkOrder: [String] = []
-    var prompts: [Int64: String] = [:]
+    var prompts: [Int64: (text: String, json: [UInt8])?] = [:]
     var toolsets: [Int64: ToolsetAssets] = [:]
     var seen: [Int64: Int64] = [:]
-    var line = JSONBytes(capacity: 1 << 16)
     var scratch = JSONBytes(capacity: 1 << 12)
     var hashScratch: [UInt8] = []
 
@@ -425,13 +424,17 @@ private final class Exporter {
     }
 
     func context(_ head: RolloutHead, _ t: Trajectory, _ db: Database) throws -> RecordContext {
-        var prompt: String?
+        var prompt: (text: String, json: [UInt8])?
         if !t.hasSystemMessage, let id = head.promptID {
             if let p = prompts[id] {
                 prompt = p
             } else {
-                let p = try String.fetchOne(db, sql: "SELECT text FROM label_prompts WHERE id = ?", arguments: [id])
-                prompts[id] = p
+                let p = try String.fetchOne(db, sql: "SELECT text FROM label_prompts WHERE id = ?", arguments: [id]).map { text in
+                    var w = JSONBytes()
+                    w.string(text)
+                    return (text, w.out)
+                }
+                prompts[id] = .some(p)
                 prompt = p
             }
         }
@@ -445,13 +448,16 @@ private final class Exporter {
                 tools = a
             }
         }
-        return RecordContext(head: head, prompt: prompt, tools: tools, options: options)
+        return RecordContext(head: head, prompt: prompt?.text, promptJSON: prompt?.json, tools: tools, options: options)
     }
 
     /// Validates; returns whether the record is to be written.
     func admit(_ c: RecordContext, _ t: Trajectory, into sink: Sink) -> Bool {
         let declared: Set<String>? = options.format.carriesTools ? (c.tools?.names ?? []) : nil
-        if let issue = RecordValidator.firstIssue(t, tools: declared) {
+        // A failed rollout in the result formats is a result (`success: false`, "[Failed]"),
+        // not training data: its transcript may stop anywhere, and it is written as it is.
+        let resultOnly = c.head.status != "completed" && (options.format == .rollout || options.format == .deepresearch)
+        if !resultOnly, let issue = RecordValidator.firstIssue(t, tools: declared) {
             if options.keepInvalid {
                 sink.keptInvalid += 1
                 report.keptInvalid += 1
@@ -509,19 +515,19 @@ private final class Exporter {
         sink.selected += 1
         let c = try context(head, t, db)
         guard admit(c, t, into: sink) else { return }
-        line.out.removeAll(keepingCapacity: true)
-        var trimmed = 0
-        switch options.format {
-        case .training: RecordRenderers.training(&line, t, c)
-        case .rollout: RecordRenderers.rollout(&line, t, c)
-        case .openAIFT: trimmed = RecordRenderers.openAIFT(&line, t, c)
-        case .sharegpt: trimmed = RecordRenderers.sharegpt(&line, t, c, scratch: &scratch)
-        case .deepresearch: RecordRenderers.deepresearch(&line, t, c, scratch: &scratch)
-        case .dpo: preconditionFailure("pairs are written by pairs(_:)")
+        let format = options.format
+        let trimmed = try sink.writer.appendLine { w -> Int in
+            switch format {
+            case .training: RecordRenderers.training(&w, t, c); return 0
+            case .rollout: RecordRenderers.rollout(&w, t, c); return 0
+            case .openAIFT: return RecordRenderers.openAIFT(&w, t, c)
+            case .sharegpt: return RecordRenderers.sharegpt(&w, t, c, scratch: &scratch)
+            case .deepresearch: RecordRenderers.deepresearch(&w, t, c, scratch: &scratch); return 0
+            case .dpo: preconditionFailure("pairs are written by pairs(_:)")
+            }
         }
         sink.trimmed += trimmed
         report.trimmedMessages += trimmed
-        try sink.writer.write(lineBytes: line.out)
         sink.count += 1
         report.written += 1
     }
@@ -559,9 +565,7 @@ private final class Exporter {
                 drop(rc.head.id, .noSharedPrompt, "with rollout \(cc.head.id): \(why)", sink)
                 continue
             }
-            line.out.removeAll(keepingCapacity: true)
-            RecordRenderers.dpo(&line, chosen: ct, cc, rejected: rt, rc, prompt: p)
-            try sink.writer.write(lineBytes: line.out)
+            try sink.writer.appendLine { RecordRenderers.dpo(&$0, chosen: ct, cc, rejected: rt, rc, prompt: p) }
             sink.count += 1
             report.written += 1
         }

@@ -56,6 +56,17 @@ struct JSONBytes {
         var start = 0
         var i = 0
         while i < n {
+            // Eight bytes at a time while none needs an escape (control, quote, backslash).
+            while i + 8 <= n {
+                let x = UnsafeRawPointer(base + i).loadUnaligned(as: UInt64.self)
+                let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+                let control = (x &- ones &* 0x20) & ~x & highs
+                let q = x ^ (ones &* 0x22), bs = x ^ (ones &* 0x5C)
+                let special = control | ((q &- ones) & ~q & highs) | ((bs &- ones) & ~bs & highs)
+                if special != 0 { break }
+                i += 8
+            }
+            guard i < n else { break }
             let b = base[i]
             if b >= 0x20 && b != 0x22 && b != 0x5C { i += 1; continue }
             if i > start { out.append(contentsOf: UnsafeBufferPointer(start: base + start, count: i - start)) }

@@ -41,6 +41,15 @@ public struct LabelReport: Sendable, Equatable, Codable {
     }
 }
 
+/// A tool list interned in `label_toolsets`.
+private struct ResolvedTools {
+    var id: Int64
+    var names: Set<String>
+    var source: String
+    var renamed: [String: String]
+    var renamedText: String?
+}
+
 /// A label's system prompt or tool list, before it is interned.
 private struct LabelPart {
     var source: String
@@ -97,6 +106,10 @@ private final class Labeler {
     var promptIDs: [Int64: [(id: Int64, text: String)]] = [:]
     var toolsetIDs: [Int64: [(id: Int64, text: String)]] = [:]
     var domainKeys: [Int64: String] = [:]
+    /// What each job and domain of an engine run was given.
+    var engineParts: [String: (prompt: LabelPart, tools: LabelPart)] = [:]
+    /// Tool lists interned, by where they came from (a million rollouts share a few).
+    var resolvedTools: [String: ResolvedTools] = [:]
     var domainIDs: [String: Int64] = [:]
 
     init(warehouse: Warehouse, db: Database, runName: String, domainOverride: String?) throws {
@@ -125,14 +138,7 @@ private final class Labeler {
             domainIDs[row["key"]] = row["id"]
         }
 
-        // Engine runs: what each (job, domain) was given, computed once.
-        var jobOf: [Int64: String] = [:]
-        if !imported {
-            for row in try Row.fetchAll(db, sql: "SELECT task_id, job FROM run_tasks WHERE run_id = ?", arguments: [runID]) {
-                jobOf[row["task_id"]] = row["job"]
-            }
-        }
-        var engineParts: [String: (prompt: LabelPart, tools: LabelPart)] = [:]
+        if !imported { return try engineRun(runID: runID, config: config, override: override) }
 
         let rollouts = try db.makeStatement(sql: """
             SELECT r.id, r.task_id, t.domain_id,
@@ -162,59 +168,50 @@ private final class Labeler {
             let item = Item(id: row[0], taskID: row[1], domainID: row[2], carriedTools: row[3])
             let called = try String.fetchAll(callNames, arguments: [item.id])
             let domainID = override?.id ?? item.domainID
-            var domainKey = domainID.flatMap { domainKeys[$0] }
-            var prompt: LabelPart
-            var tools: LabelPart
-            if imported {
+            let domainKey = domainID.flatMap { domainKeys[$0] }
+            var promptText: String?
+            var promptSource: String
+            let tools: ResolvedTools
+            do {
                 // The trajectory's own system message, else the domain's policy.
                 let first = try Row.fetchOne(firstMessage, arguments: [item.id])
                 if let first, (first[0] as String) == "system" {
-                    prompt = LabelPart(source: "trajectory", promptText: first[1] as String? ?? "")
+                    promptText = first[1] as String? ?? ""
+                    promptSource = "trajectory"
                 } else {
-                    prompt = try domainPrompt(domainKey)
+                    let part = try domainPrompt(domainKey)
+                    (promptText, promptSource) = (part.promptText, part.source)
                 }
                 // The tool list the record carried (a training record's `tools`), else the domain's.
-                if let text = item.carriedTools, case .array(let carried) = try JSONParser.parse(text) {
-                    tools = LabelPart(source: "trajectory", tools: carried)
+                if let text = item.carriedTools {
+                    tools = try resolved("trajectory\u{1F}" + text) {
+                        guard case .array(let carried) = try JSONParser.parse(text) else { return LabelPart(source: "none") }
+                        return LabelPart(source: "trajectory", tools: carried)
+                    }
                 } else if let domainKey {
-                    tools = try domainTools(domainKey, called: called)
+                    tools = try resolved("domain\u{1F}" + domainKey + "\u{1F}" + called.joined(separator: "\u{1F}")) {
+                        try domainTools(domainKey, called: called)
+                    }
                 } else {
-                    tools = LabelPart(source: "none")
-                }
-            } else {
-                let job = jobOf[item.taskID] ?? ""
-                let jobConfig = config["jobs"]?[job]
-                if override == nil, let mcp = jobConfig?["mcp_domain"]?.stringValue, domainIDs[mcp] != nil {
-                    domainKey = mcp
-                }
-                let cacheKey = job + "\u{1F}" + (domainKey ?? "")
-                if let cached = engineParts[cacheKey] {
-                    (prompt, tools) = cached
-                } else {
-                    (prompt, tools) = try engineLabel(runID: runID, jobConfig: jobConfig, domainKey: domainKey)
-                    engineParts[cacheKey] = (prompt, tools)
+                    tools = try resolved("none") { LabelPart(source: "none") }
                 }
             }
-            let promptID = try prompt.promptText.map { try intern(prompt: $0) }
-            let (toolsetID, names) = try intern(tools: tools.tools)
+            let promptID = try promptText.map { try intern(prompt: $0) }
+            if promptText == nil { promptSource = "none" }
             if let promptID { promptsUsed.insert(promptID) }
-            toolsetsUsed.insert(toolsetID)
-            let declared = Set(names)
-            let undeclared = called.filter { !declared.contains($0) }
+            toolsetsUsed.insert(tools.id)
+            let undeclared = called.filter { !tools.names.contains($0) }
             for n in undeclared { report.undeclaredNames[n, default: 0] += 1 }
             if !undeclared.isEmpty { report.undeclared += 1 }
             for (k, v) in tools.renamed { report.renamed[k] = v }
-            report.promptSources[prompt.promptText == nil ? "none" : prompt.source, default: 0] += 1
+            report.promptSources[promptSource, default: 0] += 1
             report.toolSources[tools.source, default: 0] += 1
             report.rollouts += 1
 
             let labelDomain = domainKey.flatMap { domainIDs[$0] }
-            let renamedText = tools.renamed.isEmpty ? nil
-                : JSONValue.object(JSONObject(pairs: tools.renamed.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })).jsonText
             let undeclaredText = undeclared.isEmpty ? nil : JSONValue.array(undeclared.map(JSONValue.string)).jsonText
-            let promptSource = prompt.promptText == nil ? "none" : prompt.source
             let values: [DatabaseValue] = [labelDomain.databaseValue, promptID.databaseValue, promptSource.databaseValue,
-                                           toolsetID.databaseValue, tools.source.databaseValue, renamedText.databaseValue,
+                                           tools.id.databaseValue, tools.source.databaseValue, tools.renamedText.databaseValue,
                                            undeclaredText.databaseValue]
             if let old = try Row.fetchOne(existing, arguments: [item.id]) {
                 if (0..<7).allSatisfy({ old[$0] as DatabaseValue == values[$0] }) {
@@ -228,6 +225,85 @@ private final class Labeler {
             try upsert.execute(arguments: StatementArguments([item.id.databaseValue, runID.databaseValue] + values + [now.databaseValue]))
         }
         // Prompts and tool lists no label points at any more.
+        try db.execute(sql: "DELETE FROM label_prompts WHERE id NOT IN (SELECT prompt_id FROM labels WHERE prompt_id IS NOT NULL)")
+        try db.execute(sql: "DELETE FROM label_toolsets WHERE id NOT IN (SELECT toolset_id FROM labels)")
+        report.prompts = promptsUsed.count
+        report.toolsets = toolsetsUsed.count
+        return report
+    }
+
+    /// A run made by the engine: every rollout of one job and domain got the same prompt and
+    /// tools, so each such group is labeled by one INSERT … SELECT (a million rollouts in a
+    /// few statements); only the undeclared call names differ per rollout, found in SQL.
+    func engineRun(runID: Int64, config: JSONValue, override: (id: Int64, key: String)?) throws -> LabelReport {
+        let now = Timestamp.now()
+        let groups = try Row.fetchAll(db, sql: """
+            SELECT coalesce(rt.job, '') AS job, t.domain_id, count(*) AS n, count(l.rollout_id) AS labeled
+            FROM latest_rollouts r JOIN tasks t ON t.id = r.task_id
+            LEFT JOIN run_tasks rt ON rt.run_id = r.run_id AND rt.task_id = r.task_id
+            LEFT JOIN labels l ON l.rollout_id = r.id
+            WHERE r.run_id = ? GROUP BY 1, 2 ORDER BY 1, 2
+            """, arguments: [runID])
+        let upsert = try db.makeStatement(sql: """
+            INSERT INTO labels(rollout_id, run_id, domain_id, prompt_id, prompt_source, toolset_id, tools_source, renamed, undeclared, created_at)
+            SELECT r.id, r.run_id, :domain, :prompt, :prompt_source, :toolset, :tools_source, NULL,
+                   (SELECT nullif(json_group_array(name), '[]') FROM (
+                        SELECT DISTINCT c.name FROM tool_calls c WHERE c.rollout_id = r.id
+                        AND c.name NOT IN (SELECT value FROM json_each(:names)) ORDER BY c.name)),
+                   :now
+            FROM latest_rollouts r JOIN tasks t ON t.id = r.task_id
+            LEFT JOIN run_tasks rt ON rt.run_id = r.run_id AND rt.task_id = r.task_id
+            WHERE r.run_id = :run AND coalesce(rt.job, '') = :job AND t.domain_id IS :task_domain
+            ON CONFLICT(rollout_id) DO UPDATE SET run_id = excluded.run_id, domain_id = excluded.domain_id,
+                prompt_id = excluded.prompt_id, prompt_source = excluded.prompt_source, toolset_id = excluded.toolset_id,
+                tools_source = excluded.tools_source, renamed = excluded.renamed, undeclared = excluded.undeclared,
+                created_at = excluded.created_at
+            WHERE (labels.run_id, labels.domain_id, labels.prompt_id, labels.prompt_source, labels.toolset_id,
+                   labels.tools_source, labels.renamed, labels.undeclared)
+                  IS NOT (excluded.run_id, excluded.domain_id, excluded.prompt_id, excluded.prompt_source, excluded.toolset_id,
+                          excluded.tools_source, excluded.renamed, excluded.undeclared)
+            """)
+        var promptsUsed = Set<Int64>(), toolsetsUsed = Set<Int64>()
+        for g in groups {
+            let job: String = g["job"]
+            let taskDomain: Int64? = g["domain_id"]
+            let n: Int = g["n"], labeled: Int = g["labeled"]
+            let jobConfig = config["jobs"]?[job]
+            var domainKey = (override?.id ?? taskDomain).flatMap { domainKeys[$0] }
+            if override == nil, let mcp = jobConfig?["mcp_domain"]?.stringValue, domainIDs[mcp] != nil { domainKey = mcp }
+            let cacheKey = job + "\u{1F}" + (domainKey ?? "")
+            if engineParts[cacheKey] == nil {
+                engineParts[cacheKey] = try engineLabel(runID: runID, jobConfig: jobConfig, domainKey: domainKey)
+            }
+            let (p, t) = engineParts[cacheKey]!
+            let tools = try resolved("run\u{1F}" + cacheKey) { t }
+            let promptID = try p.promptText.map { try intern(prompt: $0) }
+            let promptSource = p.promptText == nil ? "none" : p.source
+            if let promptID { promptsUsed.insert(promptID) }
+            toolsetsUsed.insert(tools.id)
+            try upsert.execute(arguments: [
+                "domain": domainKey.flatMap { domainIDs[$0] }, "prompt": promptID, "prompt_source": promptSource,
+                "toolset": tools.id, "tools_source": tools.source,
+                "names": JSONValue.array(tools.names.sorted().map(JSONValue.string)).jsonText,
+                "now": now, "run": runID, "job": job, "task_domain": taskDomain,
+            ])
+            // Inserted rows are the ones that had no label; the other changes are updates.
+            let changed = db.changesCount
+            report.inserted += n - labeled
+            report.updated += changed - (n - labeled)
+            report.unchanged += labeled - (changed - (n - labeled))
+            report.rollouts += n
+            report.promptSources[promptSource, default: 0] += n
+            report.toolSources[tools.source, default: 0] += n
+            for (k, v) in tools.renamed { report.renamed[k] = v }
+        }
+        for row in try Row.fetchAll(db, sql: """
+            SELECT u.value AS name, count(*) AS n FROM labels l, json_each(l.undeclared) u WHERE l.run_id = ? GROUP BY u.value
+            """, arguments: [runID]) {
+            report.undeclaredNames[row["name"]] = row["n"]
+        }
+        report.undeclared = try Int.fetchOne(db, sql: "SELECT count(*) FROM labels WHERE run_id = ? AND undeclared IS NOT NULL",
+                                             arguments: [runID]) ?? 0
         try db.execute(sql: "DELETE FROM label_prompts WHERE id NOT IN (SELECT prompt_id FROM labels WHERE prompt_id IS NOT NULL)")
         try db.execute(sql: "DELETE FROM label_toolsets WHERE id NOT IN (SELECT toolset_id FROM labels)")
         report.prompts = promptsUsed.count
@@ -313,6 +389,18 @@ private final class Labeler {
             tools.append(.object(["type": "function", "function": .object(f)]))
         }
         return LabelPart(source: "domain", tools: tools, renamed: renamed)
+    }
+
+    /// The interned tool list for `key`, made by `make` the first time.
+    func resolved(_ key: String, _ make: () throws -> LabelPart) throws -> ResolvedTools {
+        if let r = resolvedTools[key] { return r }
+        let part = try make()
+        let (id, names) = try intern(tools: part.tools)
+        let renamedText = part.renamed.isEmpty ? nil
+            : JSONValue.object(JSONObject(pairs: part.renamed.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })).jsonText
+        let r = ResolvedTools(id: id, names: Set(names), source: part.source, renamed: part.renamed, renamedText: renamedText)
+        resolvedTools[key] = r
+        return r
     }
 
     func intern(prompt text: String) throws -> Int64 {

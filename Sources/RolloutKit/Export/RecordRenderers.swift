@@ -75,6 +75,8 @@ struct RecordContext {
     var head: RolloutHead
     /// The label's system prompt, to put first when the trajectory has no system message.
     var prompt: String?
+    /// `prompt` as a JSON string, escaped once per distinct prompt.
+    var promptJSON: [UInt8]?
     var tools: ToolsetAssets?
     var options: ExportOptions
 
@@ -131,9 +133,9 @@ enum RecordRenderers {
     static func training(_ w: inout JSONBytes, _ t: Trajectory, _ c: RecordContext) {
         w.raw("{\"messages\":[")
         var first = true
-        if let p = c.prompt {
+        if c.prompt != nil {
             w.raw("{\"role\":\"system\",\"content\":")
-            w.string(p)
+            promptText(&w, c)
             w.raw(",\"reasoning_content\":null,\"tool_calls\":null,\"tool_call_id\":null}")
             first = false
         }
@@ -266,10 +268,16 @@ enum RecordRenderers {
         w.byte(UInt8(ascii: "}"))
     }
 
-    static func systemChatMessage(_ w: inout JSONBytes, _ prompt: String) {
+    static func systemChatMessage(_ w: inout JSONBytes, _ c: RecordContext) {
         w.raw("{\"role\":\"system\",\"content\":")
-        w.string(prompt)
+        promptText(&w, c)
         w.byte(UInt8(ascii: "}"))
+    }
+
+    /// The label's system prompt as a JSON string.
+    @inline(__always)
+    static func promptText(_ w: inout JSONBytes, _ c: RecordContext) {
+        if let j = c.promptJSON { w.raw(j) } else { w.string(c.prompt) }
     }
 
     /// `{"messages":[…], "tools":[…]}`, ending at the last assistant message (what follows it
@@ -278,7 +286,7 @@ enum RecordRenderers {
         let end = (lastAssistant(t) ?? -1) + 1
         w.raw("{\"messages\":[")
         var first = true
-        if let p = c.prompt { systemChatMessage(&w, p); first = false }
+        if c.prompt != nil { systemChatMessage(&w, c); first = false }
         for m in t.messages[..<end] {
             if !first { w.byte(UInt8(ascii: ",")) }
             first = false
@@ -420,10 +428,8 @@ enum RecordRenderers {
         }
         w.raw(",\"messages\":[")
         var first = true
-        if let p = c.prompt {
-            w.raw("{\"role\":\"system\",\"content\":")
-            w.string(p)
-            w.byte(UInt8(ascii: "}"))
+        if c.prompt != nil {
+            systemChatMessage(&w, c)
             first = false
         }
         var i = 0
@@ -526,7 +532,7 @@ enum RecordRenderers {
         w.string(cc.head.externalID)
         w.raw(",\"prompt\":[")
         var first = true
-        if let s = cc.prompt { systemChatMessage(&w, s); first = false }
+        if cc.prompt != nil { systemChatMessage(&w, cc); first = false }
         for m in chosen.messages[..<p] {
             if !first { w.byte(UInt8(ascii: ",")) }
             first = false

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// A file an export wrote.
 public struct ExportedFile: Sendable, Equatable {
@@ -16,7 +17,7 @@ public struct ExportedFile: Sendable, Equatable {
 final class AtomicFileWriter {
     let path: String
     private let temporary: String
-    private var buffer: [UInt8] = []
+    private var buffer = JSONBytes(capacity: 0)
     private(set) var bytes = 0
     private let pipe: FilePipe
     private var finished: String?
@@ -31,31 +32,29 @@ final class AtomicFileWriter {
             throw ExportError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         pipe = FilePipe(fd: fd, path: path)
-        buffer.reserveCapacity(Self.chunk)
+        buffer.out.reserveCapacity(Self.chunk + (Self.chunk >> 2))
     }
 
     private static let chunk = 1 << 20
 
     func write(line: String) throws {
-        var line = line
-        line.withUTF8 { buffer.append(contentsOf: $0) }
-        buffer.append(0x0A)
-        if buffer.count >= Self.chunk { try drain() }
+        try appendLine { $0.raw(Array(line.utf8)) }
     }
 
-    /// Appends one line of bytes (a newline is added).
-    func write(lineBytes: [UInt8]) throws {
-        buffer.append(contentsOf: lineBytes)
-        buffer.append(0x0A)
-        if buffer.count >= Self.chunk { try drain() }
+    /// Appends one line that `body` writes straight into the file's buffer (a newline is added).
+    func appendLine<R>(_ body: (inout JSONBytes) throws -> R) throws -> R {
+        let result = try body(&buffer)
+        buffer.byte(0x0A)
+        if buffer.out.count >= Self.chunk { try drain() }
+        return result
     }
 
     private func drain() throws {
-        guard !buffer.isEmpty else { return }
-        bytes += buffer.count
-        var full: [UInt8] = []
-        full.reserveCapacity(Self.chunk + (Self.chunk >> 2))
-        swap(&full, &buffer)
+        guard !buffer.out.isEmpty else { return }
+        bytes += buffer.out.count
+        var full = pipe.spareBuffer() ?? []
+        if full.capacity == 0 { full.reserveCapacity(Self.chunk + (Self.chunk >> 2)) }
+        swap(&full, &buffer.out)
         try pipe.send(full)
     }
 
@@ -96,6 +95,8 @@ private final class FilePipe: @unchecked Sendable {
     private let fd: Int32
     private let path: String
     private let channel = BatchChannel<[UInt8]>(capacity: 4)
+    /// Written buffers, emptied, for the writer to fill again (fresh pages cost page faults).
+    private let spares = Mutex<[[UInt8]]>([])
     private let finishedSignal = DispatchSemaphore(value: 0)
     private var hasher = SHA256()
     private var failure: String?
@@ -109,8 +110,9 @@ private final class FilePipe: @unchecked Sendable {
     }
 
     private func work() {
-        while let batch = channel.receive() {
-            guard let chunk = batch.first else { break }  // an empty batch ends the stream
+        while var batch = channel.receive() {
+            guard !batch.isEmpty else { break }  // an empty batch ends the stream
+            var chunk = batch.removeLast()  // unique, so it can be emptied in place and reused
             if failure != nil { continue }
             chunk.withUnsafeBytes { raw in
                 hasher.update(raw)
@@ -125,6 +127,9 @@ private final class FilePipe: @unchecked Sendable {
                     offset += n
                 }
             }
+            chunk.removeAll(keepingCapacity: true)
+            let spare = chunk
+            spares.withLock { if $0.count < 4 { $0.append(spare) } }
         }
         finishedSignal.signal()
     }
@@ -132,6 +137,8 @@ private final class FilePipe: @unchecked Sendable {
     func send(_ chunk: [UInt8]) throws {
         channel.send([chunk])
     }
+
+    func spareBuffer() -> [UInt8]? { spares.withLock { $0.popLast() } }
 
     /// Waits for every buffer to be written, syncs and closes; returns the sha256.
     func close() throws -> String {

@@ -209,6 +209,7 @@ final class BatchChannel<T: Sendable>: @unchecked Sendable {
         while queue.count == head && !cancelled { condition.wait() }
         if queue.count == head { return nil }
         let batch = queue[head]
+        queue[head] = []  // the receiver owns it now; keep no second reference until compaction
         head += 1
         if head > 64 { queue.removeFirst(head); head = 0 }
         condition.broadcast()
