@@ -18,6 +18,9 @@ let package = Package(
         // Already in the graph (async-http-client → swift-nio-ssl → swift-certificates, swift-nio-extras); SHA-256.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        // The web viewer's HTTP stack (`rollout serve`).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // Turns schema/, queries/ and examples/ into Swift source so the binary carries them
@@ -41,17 +44,34 @@ let package = Package(
             ],
             plugins: ["EmbedFilesPlugin"]
         ),
+        // `rollout serve`: server-side rendered pages over the warehouse.
+        .target(
+            name: "RolloutViewer",
+            dependencies: [
+                "RolloutKit",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "rollout",
             dependencies: [
                 "RolloutKit",
+                "RolloutViewer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(
             name: "RolloutKitTests",
-            dependencies: ["RolloutKit"],
+            dependencies: [
+                "RolloutKit",
+                "RolloutViewer",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             exclude: ["Fixtures"],
             resources: []
         ),

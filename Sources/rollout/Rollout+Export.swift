@@ -38,6 +38,7 @@ struct Export: ParsableCommand {
             in `exports` and every record left out in `export_drops`. Rollouts without labels are labeled first. \
             Examples:
               rollout export --run R --format training --out train.jsonl --passed-only --grader reward
+              rollout export --run R --format openai-ft --out reviewed.jsonl --review accepted
               rollout export --run R --format sharegpt --out data.jsonl --dedupe --split train=0.9,val=0.1 --seed 7
               rollout export --run R --format dpo --grader reward --out pairs.jsonl
               rollout export --run R --format deepresearch --out results/
@@ -53,6 +54,8 @@ struct Export: ParsableCommand {
     @Option(name: .long, parsing: .upToNextOption, help: "Only these stop reasons (several, or comma-separated).")
     var stopReason: [String] = []
     @Option(name: .long, help: "Only rollouts with at least N tool calls.") var minToolCalls: Int?
+    @Option(name: .long, help: "Only rollouts whose latest review (rollout serve) is accepted or rejected, or that nobody reviewed: unreviewed.")
+    var review: String?
     @Flag(name: .long, help: "Leave out records with the same messages, system prompt and tools as an earlier one.") var dedupe = false
     @Option(name: .long, help: "Named shares adding up to 1, e.g. train=0.9,val=0.1 (one file each).") var split: String?
     @Option(name: .long, help: "Seed of the split's hash (default 0).") var seed: UInt64?
@@ -74,6 +77,9 @@ struct Export: ParsableCommand {
         if seed != nil && split == nil { throw ValidationError("--seed only matters with --split") }
         if let split { _ = try SplitSpec(parsing: split) }
         if let minToolCalls, minToolCalls < 0 { throw ValidationError("--min-tool-calls must be 0 or more") }
+        if let review, ReviewFilter(rawValue: review) == nil {
+            throw ValidationError("--review expects accepted, rejected or unreviewed, not \(review)")
+        }
     }
 
     func options() throws -> ExportOptions {
@@ -83,6 +89,7 @@ struct Export: ParsableCommand {
         o.grader = grader
         o.stopReasons = stopReason.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
         o.minToolCalls = minToolCalls
+        o.review = review.flatMap(ReviewFilter.init(rawValue:))
         o.dedupe = dedupe
         if let split { o.split = try SplitSpec(parsing: split, seed: seed ?? 0, unit: SplitSpec.Unit(rawValue: splitBy)!) }
         o.dataSource = dataSource

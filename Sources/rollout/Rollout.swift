@@ -11,7 +11,7 @@ struct Rollout: AsyncParsableCommand {
             Every artifact lives in one SQLite file (default ./rollout.db, or --db / $ROLLOUT_DB).
             Start with `rollout quickstart`.
             """,
-        subcommands: [Quickstart.self, Ingest.self, Run.self, Grade.self, Eval.self, Compare.self, Label.self, Export.self, BatchCommand.self, AgentlessCommand.self, Merge.self, Stats.self, Domains.self, Query.self, DB.self, Config.self, Chat.self, MockServerCommand.self, Tools.self, MCPServerCommand.self, Bench.self]
+        subcommands: [Quickstart.self, Ingest.self, Run.self, Grade.self, Eval.self, Compare.self, Label.self, Export.self, BatchCommand.self, AgentlessCommand.self, Merge.self, Stats.self, Domains.self, Query.self, DB.self, Config.self, Chat.self, MockServerCommand.self, Tools.self, MCPServerCommand.self, Serve.self, Bench.self]
     )
 }
 

@@ -92,6 +92,12 @@ public struct SplitSpec: Sendable, Equatable {
     }
 }
 
+/// Which rollouts a review filter keeps: those whose latest review says accepted / rejected, or
+/// those nobody reviewed.
+public enum ReviewFilter: String, Sendable, CaseIterable {
+    case accepted, rejected, unreviewed
+}
+
 /// What to export and how (`rollout export`).
 public struct ExportOptions: Sendable {
     public var run: String
@@ -106,6 +112,8 @@ public struct ExportOptions: Sendable {
     public var grader: String?
     public var stopReasons: [String] = []
     public var minToolCalls: Int?
+    /// Keep rollouts by their latest review in `rollout serve`: accepted, rejected or unreviewed.
+    public var review: ReviewFilter?
     public var dedupe = false
     public var split: SplitSpec?
     /// `data_source` of training records.
@@ -157,6 +165,7 @@ public struct ExportOptions: Sendable {
         if let resolved { o["grader"] = .string(resolved) }
         if !stopReasons.isEmpty { o["stop_reasons"] = .array(stopReasons.map(JSONValue.string)) }
         if let minToolCalls { o["min_tool_calls"] = JSONValue(minToolCalls) }
+        if let review { o["review"] = .string(review.rawValue) }
         if dedupe { o["dedupe"] = true }
         if let split { o["split"] = split.json }
         if format == .training { o["data_source"] = .string(dataSource) }

@@ -311,6 +311,13 @@ private final class Exporter {
             conditions.append("(SELECT count(*) FROM tool_calls c WHERE c.rollout_id = r.id) >= \(n)")
         }
         if options.passedOnly, let graderSQL { conditions.append("\(graderSQL) = 1") }
+        switch options.review {
+        case .accepted?, .rejected?:
+            conditions.append("(SELECT v.verdict FROM reviews v WHERE v.rollout_id = r.id ORDER BY v.id DESC LIMIT 1) = \(Self.quote(options.review!.rawValue))")
+        case .unreviewed?:
+            conditions.append("NOT EXISTS (SELECT 1 FROM reviews v WHERE v.rollout_id = r.id)")
+        case nil: break
+        }
         if let w = options.whereSQL, !w.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
             conditions.append("(\(w))")
         }

@@ -93,44 +93,55 @@ public struct QueryRunner: Sendable {
     /// Read-only unless `write` is set.
     public func run(sql: String, source: String, parameters: [String: String] = [:], write: Bool = false) throws -> [QueryResult] {
         let body: (Database) throws -> [QueryResult] = { db in
-            var results: [QueryResult] = []
-            var used = Set<String>()
-            do {
-                let statements = try db.allStatements(sql: sql)
-                while let statement = try statements.next() {
-                    var arguments: [String: (any DatabaseValueConvertible)?] = [:]
-                    for name in Self.parameterNames(statement) {
-                        let bare = String(name.dropFirst())
-                        if let v = parameters[bare] {
-                            arguments[bare] = Self.bindValue(v)
-                            used.insert(bare)
-                        } else {
-                            arguments[bare] = nil as String?
-                        }
-                    }
-                    statement.setUncheckedArguments(StatementArguments(arguments))
-                    let columns = statement.columnNames
-                    if columns.isEmpty {
-                        try statement.execute()
-                        continue
-                    }
-                    var rows: [[QueryValue]] = []
-                    let cursor = try Row.fetchCursor(statement)
-                    while let row = try cursor.next() {
-                        rows.append((0..<row.count).map { QueryValue(row[$0] as DatabaseValue) })
-                    }
-                    results.append(QueryResult(columns: columns, rows: rows))
-                }
-            } catch let e as DatabaseError {
-                throw QueryError(source: source, reason: e.message ?? "\(e)")
-            }
-            let unknown = Set(parameters.keys).subtracting(used)
-            if !unknown.isEmpty {
-                throw QueryError(source: source, reason: "unknown parameter(s) \(unknown.sorted().joined(separator: ", ")); the SQL uses \(Self.parameterNames(in: sql).joined(separator: ", "))")
-            }
-            return results
+            try Self.run(sql: sql, source: source, parameters: parameters, in: db)
         }
         return write ? try warehouse.writer.write(body) : try warehouse.writer.read(body)
+    }
+
+    /// Runs a bundled query by name on a connection the caller holds (inside its transaction).
+    public static func run(_ name: String, parameters: [String: String] = [:], in db: Database) throws -> [QueryResult] {
+        let (source, sql) = try sql(for: name)
+        return try run(sql: sql, source: source, parameters: parameters, in: db)
+    }
+
+    /// Runs every statement of `sql` on `db`; see `run(sql:source:parameters:write:)`.
+    public static func run(sql: String, source: String, parameters: [String: String], in db: Database) throws -> [QueryResult] {
+        var results: [QueryResult] = []
+        var used = Set<String>()
+        do {
+            let statements = try db.allStatements(sql: sql)
+            while let statement = try statements.next() {
+                var arguments: [String: (any DatabaseValueConvertible)?] = [:]
+                for name in Self.parameterNames(statement) {
+                    let bare = String(name.dropFirst())
+                    if let v = parameters[bare] {
+                        arguments[bare] = Self.bindValue(v)
+                        used.insert(bare)
+                    } else {
+                        arguments[bare] = nil as String?
+                    }
+                }
+                statement.setUncheckedArguments(StatementArguments(arguments))
+                let columns = statement.columnNames
+                if columns.isEmpty {
+                    try statement.execute()
+                    continue
+                }
+                var rows: [[QueryValue]] = []
+                let cursor = try Row.fetchCursor(statement)
+                while let row = try cursor.next() {
+                    rows.append((0..<row.count).map { QueryValue(row[$0] as DatabaseValue) })
+                }
+                results.append(QueryResult(columns: columns, rows: rows))
+            }
+        } catch let e as DatabaseError {
+            throw QueryError(source: source, reason: e.message ?? "\(e)")
+        }
+        let unknown = Set(parameters.keys).subtracting(used)
+        if !unknown.isEmpty {
+            throw QueryError(source: source, reason: "unknown parameter(s) \(unknown.sorted().joined(separator: ", ")); the SQL uses \(Self.parameterNames(in: sql).joined(separator: ", "))")
+        }
+        return results
     }
 
     /// Runs a bundled query or SQL file by name.
