@@ -71,6 +71,8 @@ let package = Package(
                 "RolloutKit",
                 "RolloutViewer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             exclude: ["Fixtures"],
             resources: []

@@ -9,6 +9,9 @@ command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 if [ "${1:-}" = "--test" ]; then
   # The Agentless tests check patches with `git apply --check` against the real files.
   command -v git >/dev/null 2>&1 || need+=(git)
+  # The viewer's end-to-end test drives a real headless browser over WebDriver.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
 if [ "${1:-}" = "--bench" ]; then
   command -v /usr/bin/time >/dev/null 2>&1 || need+=(time)

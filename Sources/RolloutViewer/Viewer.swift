@@ -46,8 +46,10 @@ public final class Viewer: Sendable {
     /// Serves until the task is cancelled or, with `handleSignals`, until SIGINT / SIGTERM.
     /// `onStart` is called with the bound host and port once the server accepts connections.
     public func run(handleSignals: Bool = false, onStart: @escaping @Sendable (String, Int) async -> Void = { _, _ in }) async throws {
+        // Hummingbird's own log: quiet unless --verbose (its "error" on a cancelled shutdown is
+        // not one; our handlers turn every failure into a page and bind errors are thrown).
         var logger = Logger(label: "rollout.serve")
-        logger.logLevel = .warning
+        logger.logLevel = options.verbose ? .info : .critical
         let router = Router(context: BasicRequestContext.self)
         router.middlewares.add(Guard(viewer: self))
         router.get("/static/viewer.css") { _, _ in

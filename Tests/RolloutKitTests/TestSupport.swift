@@ -88,12 +88,15 @@ extension Warehouse {
     /// Every row of every table, as text: equal snapshots mean an unchanged database.
     func snapshot() throws -> [String: [String]] {
         try writer.read { db in
+            // Virtual tables (FTS5) are left out: their shadow tables hold what they store.
             let tables = try String.fetchAll(db, sql: """
-                SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name
+                SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                  AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name
                 """)
             var out: [String: [String]] = [:]
             for t in tables {
-                out[t] = try Row.fetchAll(db, sql: "SELECT * FROM \"\(t)\" ORDER BY rowid").map(\.description)
+                // Sorted as text: some tables (FTS5 shadows) have no rowid to order by.
+                out[t] = try Row.fetchAll(db, sql: "SELECT * FROM \"\(t)\"").map(\.description).sorted()
             }
             return out
         }
