@@ -199,6 +199,7 @@ struct Quickstart: AsyncParsableCommand {
               rollout query pass-at-k --param run=quickstart --param k=3   # the same SQL, as a query
               rollout query runs                                           # runs and their counts
               sqlite3 \(warehouse.path) "SELECT role, substr(content, 1, 60) FROM messages WHERE rollout_id = 1 ORDER BY idx"
+              rollout serve                                                # the web viewer: http://127.0.0.1:8765/
               rollout run --config configs/example.yml                      # a Rollout-framework config
             """)
     }
