@@ -521,9 +521,11 @@ final class MCPConnection: Sendable {
         let line = Self.encode(["jsonrpc": "2.0", "id": JSONValue(id), "method": .string(method), "params": params])
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+                // After stdout closed but before the exit is known (`finish` is reaping the
+                // process and collecting its last stderr lines), the call waits with the others:
+                // `finish` fails them all with the exit status and stderr, not a bare "closed".
                 let refused = state.withLock { s -> MCPError? in
                     if let dead = s.dead { return dead }
-                    if s.closed { return MCPError(.processExited, server: server, "the server process closed its output") }
                     s.pending[id] = Pending(continuation: continuation, deadline: .now + timeout, label: label, timeout: timeout)
                     return nil
                 }
@@ -535,7 +537,7 @@ final class MCPConnection: Sendable {
                     cancel(id)
                     return
                 }
-                if !enqueue(line), let p = state.withLock({ $0.pending.removeValue(forKey: id) }) {
+                if !enqueue(line), let p = state.withLock({ s in s.closed ? nil : s.pending.removeValue(forKey: id) }) {
                     p.continuation.resume(throwing: NotSent(error: MCPError(.processExited, server: server, "the server's stdin is closed")))
                 }
             }
