@@ -39,7 +39,7 @@ enum Layout {
         return doc.html
     }
 
-    /// A table of rows; `head` are column titles (a leading "#" right-aligns numbers by class).
+    /// A table of rows under the column titles `head` (cells are markup; the titles text).
     static func table(_ head: [String], _ rows: [[Markup]], classes: String = "") -> Markup {
         guard !rows.isEmpty else { return "<p class=\"none\">Nothing here.</p>" }
         var h: Markup = "<table class=\"\(classes)\"><thead><tr>"

@@ -163,25 +163,37 @@ final class SearchIndexer: Sendable {
         return n
     }
 
+    /// How far the index is, read from the database.
+    func measure() throws -> (indexed: Int64, newest: Int64) {
+        try writer.read { db in
+            (try Int64.fetchOne(db, sql: "SELECT indexed_upto FROM message_search_state") ?? 0,
+             try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM messages") ?? 0)
+        }
+    }
+
     /// Runs until cancelled: catches up, then looks for new messages every `poll` seconds.
     func run(poll: Double = 5, log: @escaping @Sendable (String) -> Void) async {
         var announced = false
         while !Task.isCancelled {
             do {
-                let before = progress.indexed
+                let (before, newest) = try measure()
+                state.withLock {
+                    $0.indexed = before
+                    $0.newest = newest
+                    $0.running = newest > before
+                }
+                if newest - before > chunk {
+                    log("indexing \(Fmt.int(Int(newest - before))) messages for search (pages work meanwhile; search covers what is indexed)")
+                    announced = true
+                }
                 let start = ContinuousClock.now
                 while !Task.isCancelled, try step() {
-                    if !announced {
-                        let p = progress
-                        log("indexing messages for search: \(p.newest - before) to go (pages work meanwhile; search covers what is indexed)")
-                        announced = true
-                    }
                     await Task.yield()
                 }
                 if announced {
                     let d = start.duration(to: .now).components
                     let seconds = Double(d.seconds) + Double(d.attoseconds) / 1e18
-                    log("search index up to date (\(progress.indexed - before) messages in \(Fmt.fixed(seconds, 1)) s)")
+                    log("search index up to date (\(Fmt.int(Int(progress.indexed - before))) messages in \(Fmt.fixed(seconds, 1)) s)")
                     announced = false
                 }
             } catch {
