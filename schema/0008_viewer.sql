@@ -173,6 +173,9 @@ FROM llm_calls WHERE run_id IS NOT NULL GROUP BY run_id, role, model;
 CREATE INDEX rollouts_by_run ON rollouts(run_id);
 CREATE INDEX rollouts_by_run_stop ON rollouts(run_id, stop_reason);
 CREATE INDEX grades_by_verdict ON grades(grader, grader_version, passed, rollout_id);
+-- The run page runs pass@k for k up to the fewest graded samples of a task: with this index
+-- that min(n) is one seek, not a read of every task's counts (92 ms over 250,000 tasks).
+CREATE INDEX grade_counts_by_n ON grade_counts(grader, grader_version, run_id, n);
 
 -- Full-text search over message text and reasoning (SQLite FTS5, reading the text from
 -- `messages`, so nothing is stored twice). The index is derived data: `rollout serve` adds the

@@ -182,17 +182,22 @@ enum ListPages {
 
         // The driving rows come from the narrowest index the filters allow; the other filters
         // are conditions on each row. `r.id > after` and `ORDER BY r.id` make it a keyset page.
+        // The order is the driving index's own (g.rollout_id, not the equal r.id, for grades):
+        // SQLite does not see that r.id orders the join, and would sort every match first.
         var from: String
+        var order = "r.id"
         var conditions: [String] = []
         var args: [(any DatabaseValueConvertible)?] = []
         if let verdict, verdict != "ungraded", let grader {
             from = "grades g CROSS JOIN rollouts r ON r.id = g.rollout_id"
+            order = "g.rollout_id"
             conditions.append("g.grader = ? AND g.grader_version = ? AND g.passed IS ? AND g.rollout_id > ? AND r.run_id = ?")
             args += [grader.name, grader.version, verdict == "pass" ? 1 : verdict == "fail" ? 0 : nil, after, runID]
         } else if let task {
-            from = "rollouts r"
-            conditions.append("r.run_id = ? AND r.task_id = ? AND r.id > ?")
-            args += [runID, task, after]
+            // A task's rollouts (in every run) in id order; rollouts_by_run would read the run.
+            from = "rollouts r INDEXED BY rollouts_by_task"
+            conditions.append("r.task_id = ? AND r.run_id = ? AND r.id > ?")
+            args += [task, runID, after]
         } else if let stop {
             from = "rollouts r INDEXED BY rollouts_by_run_stop"
             conditions.append("r.run_id = ? AND r.stop_reason IS ? AND r.id > ?")
@@ -228,7 +233,7 @@ enum ListPages {
         args.append(pageSize + 1)
         var rows = try Row.fetchAll(db, sql: """
             SELECT r.id, r.task_id, r.sample, r.attempt, r.status, r.stop_reason, r.turns, r.started_at, r.finished_at, r.error
-            FROM \(from) WHERE \(conditions.joined(separator: " AND ")) ORDER BY r.id LIMIT ?
+            FROM \(from) WHERE \(conditions.joined(separator: " AND ")) ORDER BY \(order) LIMIT ?
             """, arguments: StatementArguments(args))
         let more = rows.count > pageSize
         if more { rows.removeLast() }
@@ -239,8 +244,10 @@ enum ListPages {
         var messageCounts: [Int64: Int] = [:]
         if !ids.isEmpty {
             if let grader {
+                // `+grader`: probe each rollout's grades (grades' unique key), not the grader's
+                // whole range in grades_by_verdict, which SQLite would otherwise pick as covering.
                 for g in try Row.fetchAll(db, sql: """
-                    SELECT rollout_id, passed FROM grades WHERE grader = ? AND grader_version = ? AND rollout_id IN (\(placeholders(ids.count)))
+                    SELECT rollout_id, passed FROM grades WHERE +grader = ? AND +grader_version = ? AND rollout_id IN (\(placeholders(ids.count)))
                     """, arguments: StatementArguments([grader.name, grader.version] as [any DatabaseValueConvertible] + ids)) {
                     verdicts[g["rollout_id"]] = .some(g["passed"])
                 }

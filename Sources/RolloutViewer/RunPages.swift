@@ -104,8 +104,9 @@ enum RunPages {
                     "\(Fmt.percent(outcome.total > 0 ? Double(n) / Double(outcome.total) : nil))"]
         }
         body += "<div><h2>Stop reasons</h2>\(Layout.table(["stop reason", "rollouts", "share"], stopRows))</div>"
+        // Driven by the reviews (a reviewer's few thousand at most), not by the run's rollouts.
         let reviews = try Row.fetchAll(db, sql: """
-            SELECT v.verdict, count(*) AS n FROM latest_reviews v JOIN rollouts r ON r.id = v.rollout_id
+            SELECT v.verdict, count(*) AS n FROM latest_reviews v CROSS JOIN rollouts r ON r.id = v.rollout_id
             WHERE r.run_id = ? GROUP BY v.verdict ORDER BY v.verdict
             """, arguments: [runID])
         if !reviews.isEmpty {
