@@ -1,4 +1,5 @@
--- pass@k (unbiased), pass^k, avg@n, any-correct and mixed share per group, from grade_counts.
+-- pass@k (unbiased), pass^k, avg@n, any-correct and mixed share per group, from grade_counts
+-- (folded by domain and dataset in grade_histogram for those groupings and by run).
 --
 -- Parameters (unbound or NULL = the default in brackets):
 --   :run        a run's name                                     [every run]
@@ -45,14 +46,28 @@ params AS MATERIALIZED (
            CASE WHEN :run IS NULL THEN 9223372036854775807 ELSE coalesce((SELECT id FROM runs WHERE name = :run), -1) END AS hi
 ),
 chosen AS MATERIALIZED (
-    SELECT coalesce(:version, (SELECT max(gc.grader_version) FROM grade_counts gc, params p
-                               WHERE gc.grader = p.grader AND gc.run_id BETWEEN p.lo AND p.hi)) AS v
+    SELECT coalesce(:version, (SELECT max(h.grader_version) FROM grade_histogram h, params p
+                               WHERE h.grader = p.grader AND h.run_id BETWEEN p.lo AND p.hi)) AS v
 ),
 ks AS (SELECT DISTINCT CAST(value AS INTEGER) AS k FROM json_each('[' || coalesce(:k, 1) || ']') WHERE CAST(value AS INTEGER) >= 1),
 -- Each task's (n, c) under the conventions and its group g, an integer id (a model name for
 -- the model groupings) labelled after counting. The estimators depend only on (n, c, k), so tasks are
 -- counted per (group, n, c) first.
 counted AS (
+    -- By domain, dataset or run: from grade_histogram (tasks already counted per group and
+    -- (n, c, u, f, fc, fu) by triggers), a few hundred rows whatever the number of tasks.
+    SELECT CASE (SELECT by FROM params) WHEN 'domain' THEN h.domain_id WHEN 'dataset' THEN h.dataset_id ELSE h.run_id END AS g,
+           h.n - CASE WHEN (SELECT drop_failed FROM params) THEN h.f ELSE 0 END
+               - CASE WHEN (SELECT drop_undecided FROM params) THEN h.u - h.fu ELSE 0 END AS tn,
+           h.c - h.fc AS tc,
+           sum(h.tasks) AS tasks
+    FROM grade_histogram h
+    WHERE (SELECT by FROM params) IN ('domain', 'dataset', 'run')
+      AND h.grader = (SELECT grader FROM params) AND h.grader_version = (SELECT v FROM chosen)
+      AND h.run_id BETWEEN (SELECT lo FROM params) AND (SELECT hi FROM params)
+    GROUP BY 1, 2, 3
+    UNION ALL
+    -- By task or model: task by task from grade_counts.
     SELECT CASE (SELECT by FROM params)
              WHEN 'domain' THEN t.domain_id WHEN 'dataset' THEN t.dataset_id WHEN 'run' THEN gc.run_id WHEN 'task' THEN gc.task_id
              WHEN 'agent_model' THEN coalesce(
@@ -69,7 +84,8 @@ counted AS (
            gc.c - gc.fc AS tc,
            count(*) AS tasks
     FROM grade_counts gc JOIN tasks t ON t.id = gc.task_id
-    WHERE gc.grader = (SELECT grader FROM params) AND gc.grader_version = (SELECT v FROM chosen)
+    WHERE (SELECT by FROM params) NOT IN ('domain', 'dataset', 'run')
+      AND gc.grader = (SELECT grader FROM params) AND gc.grader_version = (SELECT v FROM chosen)
       AND gc.run_id BETWEEN (SELECT lo FROM params) AND (SELECT hi FROM params)
     GROUP BY 1, 2, 3
 ),

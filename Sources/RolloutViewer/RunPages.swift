@@ -162,7 +162,7 @@ enum RunPages {
             throw PageError(400, "by must be domain, dataset, agent_model, user_model or run, not \"\(by)\"")
         }
         let minN = try Int.fetchOne(req.db, sql: """
-            SELECT min(n) FROM grade_counts WHERE grader = ? AND grader_version = ? AND run_id = ?
+            SELECT min(n) FROM grade_histogram WHERE grader = ? AND grader_version = ? AND run_id = ?
             """, arguments: [grader.name, grader.version, run.id]) ?? 1
         var ks = [1]
         while ks.last! * 2 <= minN { ks.append(ks.last! * 2) }
