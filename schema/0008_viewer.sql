@@ -257,14 +257,15 @@ CREATE INDEX rollouts_by_run_stop ON rollouts(run_id, stop_reason);
 CREATE INDEX grades_by_verdict ON grades(grader, grader_version, passed, rollout_id);
 
 -- Full-text search over message text and reasoning (SQLite FTS5, reading the text from
--- `messages`, so nothing is stored twice). The index is derived data: `rollout serve` adds the
+-- `messages`, so nothing is stored twice); the role is indexed too, so a search within one
+-- role is an intersection of doclists, not a read of every match. The index is derived data: `rollout serve` adds the
 -- messages with ids above message_search_state.indexed_upto when it starts (in the
 -- background, in chunks), so the engine and ingest never pay for it; a deleted or edited
 -- message that is already indexed is taken out (and put back) by the triggers below. A
 -- deletion also lowers indexed_upto to the highest id left, so an id SQLite hands out again
 -- after the newest messages were deleted is never taken for an indexed one.
 CREATE VIRTUAL TABLE message_search USING fts5(
-    content, reasoning_content, content = 'messages', content_rowid = 'id',
+    content, reasoning_content, role, content = 'messages', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE message_search_state (
@@ -276,16 +277,16 @@ INSERT INTO message_search_state VALUES (1, 0);
 CREATE TRIGGER messages_search_delete AFTER DELETE ON messages
 WHEN OLD.id <= (SELECT indexed_upto FROM message_search_state)
 BEGIN
-    INSERT INTO message_search(message_search, rowid, content, reasoning_content)
-    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content);
+    INSERT INTO message_search(message_search, rowid, content, reasoning_content, role)
+    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content, OLD.role);
     UPDATE message_search_state SET indexed_upto = (SELECT coalesce(max(id), 0) FROM messages)
     WHERE indexed_upto > (SELECT coalesce(max(id), 0) FROM messages);
 END;
 
-CREATE TRIGGER messages_search_update AFTER UPDATE OF content, reasoning_content ON messages
+CREATE TRIGGER messages_search_update AFTER UPDATE OF content, reasoning_content, role ON messages
 WHEN OLD.id <= (SELECT indexed_upto FROM message_search_state)
 BEGIN
-    INSERT INTO message_search(message_search, rowid, content, reasoning_content)
-    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content);
-    INSERT INTO message_search(rowid, content, reasoning_content) VALUES (NEW.id, NEW.content, NEW.reasoning_content);
+    INSERT INTO message_search(message_search, rowid, content, reasoning_content, role)
+    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content, OLD.role);
+    INSERT INTO message_search(rowid, content, reasoning_content, role) VALUES (NEW.id, NEW.content, NEW.reasoning_content, NEW.role);
 END;

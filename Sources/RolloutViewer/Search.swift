@@ -68,8 +68,10 @@ enum SearchPage {
             body += "<p class=\"errorbox\">Nothing to search for in \"\(q)\": give at least one word.</p>"
             return Page(title: "Search", crumbs: [("search", nil)], body: body, query: q)
         }
+        // The words are looked for in the text columns only; a role is a term of the role column
+        // (role was checked against the four names above).
         var conditions = ["message_search MATCH ?"]
-        var args: [(any DatabaseValueConvertible)?] = [match]
+        var args: [(any DatabaseValueConvertible)?] = ["{content reasoning_content} : (\(match))" + (role.map { " AND role : \"\($0)\"" } ?? "")]
         if let before { conditions.append("f.rowid < ?"); args.append(before) }
         if let runID {
             conditions.append("r.run_id = ?")
@@ -87,7 +89,8 @@ enum SearchPage {
         // common word costs what a rare one does (ranking by relevance would score every match).
         var rows = try Row.fetchAll(db, sql: """
             SELECT f.rowid AS id, m.rollout_id, m.idx, m.role,
-                   snippet(message_search, -1, '\(open)', '\(close)', '…', 24) AS snippet,
+                   snippet(message_search, 0, '\(open)', '\(close)', '…', 24) AS text_snippet,
+                   snippet(message_search, 1, '\(open)', '\(close)', '…', 24) AS reasoning_snippet,
                    r.run_id, ru.name AS run, t.external_id
             FROM message_search f CROSS JOIN messages m ON m.id = f.rowid
             JOIN rollouts r ON r.id = m.rollout_id JOIN runs ru ON ru.id = r.run_id JOIN tasks t ON t.id = r.task_id
@@ -103,7 +106,7 @@ enum SearchPage {
                 "<a href=\"/rollouts/\(rollout)#m\(idx)\">#\(rollout) · \(idx)</a>",
                 "<a href=\"/runs/\(row["run_id"] as Int64)\">\(row["run"] as String)</a>",
                 "\(row["external_id"] as String)", "\(row["role"] as String)",
-                highlighted(row["snippet"] as String? ?? ""),
+                highlighted(bestSnippet(row["text_snippet"], row["reasoning_snippet"])),
             ])
         }
         body += Layout.table(["message", "run", "task", "role", "match"], table)
@@ -129,6 +132,13 @@ enum SearchPage {
             """, arguments: [runID])
         guard let low: Int64 = row?["low"], let high: Int64 = row?["high"] else { return (1, 0) }
         return (low, high)
+    }
+
+    /// The message text's snippet, or the reasoning's when only the reasoning matched.
+    static func bestSnippet(_ text: String?, _ reasoning: String?) -> String {
+        if let text, text.contains(open) { return text }
+        if let reasoning, reasoning.contains(open) { return "(reasoning) " + reasoning }
+        return text ?? reasoning ?? ""
     }
 
     /// A snippet escaped, with its match markers turned into <mark>.
@@ -168,8 +178,8 @@ final class SearchIndexer: Sendable {
             guard newest > upto else { return (true, upto, newest) }
             let end = min(newest, upto + chunk)
             try db.execute(sql: """
-                INSERT INTO message_search(rowid, content, reasoning_content)
-                SELECT id, content, reasoning_content FROM messages WHERE id > ? AND id <= ?
+                INSERT INTO message_search(rowid, content, reasoning_content, role)
+                SELECT id, content, reasoning_content, role FROM messages WHERE id > ? AND id <= ?
                 """, arguments: [upto, end])
             try db.execute(sql: "UPDATE message_search_state SET indexed_upto = ?", arguments: [end])
             return (false, end, newest)
