@@ -173,8 +173,7 @@ final class SearchIndexer: Sendable {
     /// Indexes one chunk; returns false when nothing was left to index.
     func step() throws -> Bool {
         let (done, upto, newest) = try writer.write { db -> (Bool, Int64, Int64) in
-            let upto = try Int64.fetchOne(db, sql: "SELECT indexed_upto FROM message_search_state") ?? 0
-            let newest = try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM messages") ?? 0
+            let (upto, newest) = try Self.watermark(db)
             guard newest > upto else { return (true, upto, newest) }
             let end = min(newest, upto + chunk)
             try db.execute(sql: """
@@ -200,12 +199,15 @@ final class SearchIndexer: Sendable {
         return n
     }
 
+    /// The highest message id the index covers, and the highest there is.
+    static func watermark(_ db: Database) throws -> (indexed: Int64, newest: Int64) {
+        (try Int64.fetchOne(db, sql: "SELECT indexed_upto FROM message_search_state") ?? 0,
+         try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM messages") ?? 0)
+    }
+
     /// How far the index is, read from the database.
     func measure() throws -> (indexed: Int64, newest: Int64) {
-        try writer.read { db in
-            (try Int64.fetchOne(db, sql: "SELECT indexed_upto FROM message_search_state") ?? 0,
-             try Int64.fetchOne(db, sql: "SELECT coalesce(max(id), 0) FROM messages") ?? 0)
-        }
+        try writer.read(Self.watermark)
     }
 
     /// Runs until cancelled: catches up, then looks for new messages every `poll` seconds.
@@ -228,9 +230,7 @@ final class SearchIndexer: Sendable {
                     await Task.yield()
                 }
                 if announced {
-                    let d = start.duration(to: .now).components
-                    let seconds = Double(d.seconds) + Double(d.attoseconds) / 1e18
-                    log("search index up to date (\(Fmt.int(Int(progress.indexed - before))) messages in \(Fmt.fixed(seconds, 1)) s)")
+                    log("search index up to date (\(Fmt.int(Int(progress.indexed - before))) messages in \(Fmt.fixed(start.secondsSince, 1)) s)")
                     announced = false
                 }
             } catch {

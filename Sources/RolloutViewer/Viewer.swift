@@ -141,8 +141,7 @@ public final class Viewer: Sendable {
     }
 
     func html(_ page: Page, start: ContinuousClock.Instant) -> Response {
-        let elapsed = start.duration(to: .now).components
-        let ms = Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15
+        let ms = start.millisecondsSince
         let text = Layout.document(page, database: databaseLabel, footer: "rendered in \(Fmt.fixed(ms, 1)) ms")
         var headers = HTTPFields()
         headers[.contentType] = "text/html; charset=utf-8"
@@ -244,8 +243,7 @@ struct Guard: RouterMiddleware {
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         if viewer.options.verbose {
-            let d = start.duration(to: .now).components
-            viewer.log("\(request.method) \(request.uri) \(response.status.code) \(Fmt.fixed(Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15, 1)) ms")
+            viewer.log("\(request.method) \(request.uri) \(response.status.code) \(Fmt.fixed(start.millisecondsSince, 1)) ms")
         }
         return response
     }

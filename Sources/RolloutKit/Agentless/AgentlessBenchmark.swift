@@ -30,8 +30,7 @@ public enum AgentlessBenchmark {
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        start.secondsSince
     }
 
     /// Writes the instances (through `rollout ingest swebench`), their structures, the repair

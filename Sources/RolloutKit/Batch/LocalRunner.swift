@@ -148,8 +148,7 @@ public enum LocalBatchRunner {
         }
         report.succeeded = shared.succeeded.load(ordering: .relaxed)
         report.failed = failed.count
-        let d = ContinuousClock.now - started
-        report.seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+        report.seconds = started.secondsSince
         if let runError { throw runError }
         return report
     }

@@ -283,7 +283,3 @@ public final class RolloutEngine: Sendable {
         return error is ConfigError
     }
 }
-
-extension ContinuousClock.Instant {
-    var secondsSince: Double { millisecondsSince / 1000 }
-}

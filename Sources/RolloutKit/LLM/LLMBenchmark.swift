@@ -57,8 +57,7 @@ public enum LLMBenchmark {
             }
             return await group.reduce(0, +)
         }
-        let wall = (ContinuousClock.now - started)
-        let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+        let wallSeconds = started.secondsSince
         let cpu = cpuSeconds() - cpuBefore
         sampler.cancel()
         let peak = await sampler.value

@@ -287,9 +287,4 @@ extension LLMError {
     }
 }
 
-extension ContinuousClock.Instant {
-    var millisecondsSince: Double {
-        let d = ContinuousClock.now - self
-        return Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
-    }
-}
+
