@@ -63,6 +63,9 @@ def cases(f):
         ("runs list `/`", "Runs", lambda g: "/"),
         ("run overview (pass@k over 250,000 tasks, usage, stop reasons)", "pass@k", lambda g: R),
         ("run overview `?by=dataset`", "pass@k", lambda g: R + "?by=dataset"),
+        ("run overview `?by=run`", "pass@k", lambda g: R + "?by=run"),
+        ("run overview `?by=agent_model` (each task's job looked up)", "pass@k", lambda g: R + "?by=agent_model"),
+        ("run overview `?by=user_model`", "pass@k", lambda g: R + "?by=user_model"),
         ("tasks, page 1", "50+", lambda g: R + "/tasks"),
         ("tasks, deep page (after= near the end)", "50+", lambda g: f"{R}/tasks?after={near_end_task(g)}"),
         ("tasks `?outcome=flip`, page 1", "50+", lambda g: R + "/tasks?outcome=flip"),
@@ -97,6 +100,9 @@ def cases(f):
         ("search: common word, `run=` the small old run (23 matches)", "1+", lambda g: f"/search?q=renew&run={f['small']}"),
         ("search: common word, `role=assistant`", "50+", lambda g: "/search?q=renew&role=assistant"),
         ("search: phrase, `role=tool` (no such message)", "0", lambda g: "/search?q=" + q('"outstanding fee"') + "&role=tool"),
+        ("search: two common words never in one message (`thank outstanding`)", "0", lambda g: "/search?q=" + q("thank outstanding")),
+        ("search: prefix and word (`renew* fees`)", "50+", lambda g: "/search?q=" + q("renew* fees")),
+        ("search: a phrase of common words never in that order (`\"fee outstanding\"`)", "0", lambda g: "/search?q=" + q('"fee outstanding"')),
     ]
 
 

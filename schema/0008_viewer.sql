@@ -257,15 +257,14 @@ CREATE INDEX rollouts_by_run_stop ON rollouts(run_id, stop_reason);
 CREATE INDEX grades_by_verdict ON grades(grader, grader_version, passed, rollout_id);
 
 -- Full-text search over message text and reasoning (SQLite FTS5, reading the text from
--- `messages`, so nothing is stored twice); the role is indexed too, so a search within one
--- role is an intersection of doclists, not a read of every match. The index is derived data: `rollout serve` adds the
+-- `messages`, so nothing is stored twice). The index is derived data: `rollout serve` adds the
 -- messages with ids above message_search_state.indexed_upto when it starts (in the
 -- background, in chunks), so the engine and ingest never pay for it; a deleted or edited
 -- message that is already indexed is taken out (and put back) by the triggers below. A
 -- deletion also lowers indexed_upto to the highest id left, so an id SQLite hands out again
 -- after the newest messages were deleted is never taken for an indexed one.
 CREATE VIRTUAL TABLE message_search USING fts5(
-    content, reasoning_content, role, content = 'messages', content_rowid = 'id',
+    content, reasoning_content, content = 'messages', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE message_search_state (
@@ -274,19 +273,34 @@ CREATE TABLE message_search_state (
 ) STRICT;
 INSERT INTO message_search_state VALUES (1, 0);
 
+-- The words of the indexed messages, as the search's tokenizer makes them (lower case, no
+-- accents), each with the number of indexed messages it was found in: what a prefix search
+-- (`renew*`) expands to, the most frequent words first. Added by the indexer with each chunk
+-- of messages; a deleted or edited message does not lower a count (`docs` is an upper bound,
+-- and a word no message has any more matches nothing); an edited message's new words are
+-- added on the indexer's next round (message_search_pending).
+CREATE TABLE search_terms (
+    term TEXT PRIMARY KEY,
+    docs INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE TABLE message_search_pending (
+    id INTEGER PRIMARY KEY
+) STRICT;
+
 CREATE TRIGGER messages_search_delete AFTER DELETE ON messages
 WHEN OLD.id <= (SELECT indexed_upto FROM message_search_state)
 BEGIN
-    INSERT INTO message_search(message_search, rowid, content, reasoning_content, role)
-    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content, OLD.role);
+    INSERT INTO message_search(message_search, rowid, content, reasoning_content)
+    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content);
     UPDATE message_search_state SET indexed_upto = (SELECT coalesce(max(id), 0) FROM messages)
     WHERE indexed_upto > (SELECT coalesce(max(id), 0) FROM messages);
 END;
 
-CREATE TRIGGER messages_search_update AFTER UPDATE OF content, reasoning_content, role ON messages
+CREATE TRIGGER messages_search_update AFTER UPDATE OF content, reasoning_content ON messages
 WHEN OLD.id <= (SELECT indexed_upto FROM message_search_state)
 BEGIN
-    INSERT INTO message_search(message_search, rowid, content, reasoning_content, role)
-    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content, OLD.role);
-    INSERT INTO message_search(rowid, content, reasoning_content, role) VALUES (NEW.id, NEW.content, NEW.reasoning_content, NEW.role);
+    INSERT INTO message_search(message_search, rowid, content, reasoning_content)
+    VALUES ('delete', OLD.id, OLD.content, OLD.reasoning_content);
+    INSERT INTO message_search(rowid, content, reasoning_content) VALUES (NEW.id, NEW.content, NEW.reasoning_content);
+    INSERT OR IGNORE INTO message_search_pending(id) VALUES (NEW.id);
 END;

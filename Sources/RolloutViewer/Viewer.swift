@@ -16,6 +16,10 @@ public struct ViewerOptions: Sendable {
     public var indexSearch = true
     /// Log each request on stderr.
     public var verbose = false
+    /// How long a search page looks for matches before it offers to go on from where it
+    /// stopped, in milliseconds, and the first window of message ids it looks at.
+    public var searchBudgetMs = 100.0
+    public var searchFirstWindow: Int64 = 65_536
 
     public init() {}
 }
@@ -82,7 +86,7 @@ public final class Viewer: Sendable {
         }
         router.get("/search") { request, _ in
             let progress = self.indexer.progress
-            return await self.page(request) { try SearchPage.render($0, index: progress) }
+            return await self.page(request) { try SearchPage.render($0, index: progress, budgetMs: self.options.searchBudgetMs, firstWindow: self.options.searchFirstWindow) }
         }
 
         let app = Application(

@@ -71,6 +71,18 @@ struct ReliabilityTests {
         return (p, err)
     }
 
+    /// Checks `condition` every `milliseconds` until it holds or `seconds` have passed. It blocks
+    /// its thread instead of awaiting: with the whole suite running, the cooperative pool (one
+    /// thread per core) can be busy for longer than the run under test lasts, and a kill that
+    /// waits for a `Task.sleep` to resume lands after the run has finished (CI saw exactly that).
+    static func poll(every milliseconds: UInt32, for seconds: Int, until condition: () -> Bool) {
+        let latest = ContinuousClock.now + .seconds(seconds)
+        while ContinuousClock.now < latest {
+            usleep(milliseconds * 1000)
+            if condition() { return }
+        }
+    }
+
     static let runArgs = ["run", "single", "--all", "--models", "models.yml", "--agent-model", "http/agent",
                           "--user-model", "http/user", "--run", "r"]
 
@@ -84,12 +96,8 @@ struct ReliabilityTests {
         let (process, _) = try Self.start(args, in: dir)
         // Kill it once some rollouts are done but far from all: at 20 completed, or after 8 s at
         // the latest (the whole run cannot take less than 13 × 10 × 200 ms = 26 s).
-        var done = 0
-        let latest = ContinuousClock.now + .seconds(8)
-        while ContinuousClock.now < latest {
-            try await Task.sleep(for: .milliseconds(50))
-            done = (try? EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'")) ?? 0
-            if done >= 20 { break }
+        Self.poll(every: 50, for: 8) {
+            ((try? EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'completed'")) ?? 0) >= 20
         }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -132,12 +140,10 @@ struct ReliabilityTests {
         let args = Self.runArgs + ["--samples", "12", "--concurrency", "16"]
         let (process, err) = try Self.start(args, in: dir)
         // Once the CityTransit server answers, kill it (the engine's child; the engine restarts it).
-        for _ in 0..<400 {
-            try await Task.sleep(for: .milliseconds(25))
-            let answered = (try? EngineHarness.int(w, """
+        Self.poll(every: 25, for: 10) {
+            ((try? EngineHarness.int(w, """
                 SELECT count(*) FROM tool_calls c JOIN servers s ON s.id = c.server_id WHERE s.name = 'CityTransit'
-                """)) ?? 0
-            if answered >= 10 { break }
+                """)) ?? 0) >= 10
         }
         let killedAt = Timestamp.now()
         let pkill = Process()

@@ -20,10 +20,11 @@ final class ViewerHarness: Sendable {
         let body: String
     }
 
-    static func start(_ w: Warehouse, indexSearch: Bool = false) async throws -> ViewerHarness {
+    static func start(_ w: Warehouse, indexSearch: Bool = false, tune: (inout ViewerOptions) -> Void = { _ in }) async throws -> ViewerHarness {
         var options = ViewerOptions()
         options.port = 0
         options.indexSearch = indexSearch
+        tune(&options)
         let viewer = Viewer(warehouse: w, options: options, log: { _ in })
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task {
@@ -40,8 +41,9 @@ final class ViewerHarness: Sendable {
     }
 
     /// Runs `body` against a viewer of `w` and stops the viewer however `body` ends.
-    static func with<T: Sendable>(_ w: Warehouse, indexSearch: Bool = false, _ body: (ViewerHarness) async throws -> T) async throws -> T {
-        let h = try await start(w, indexSearch: indexSearch)
+    static func with<T: Sendable>(_ w: Warehouse, indexSearch: Bool = false, tune: (inout ViewerOptions) -> Void = { _ in },
+                                  _ body: (ViewerHarness) async throws -> T) async throws -> T {
+        let h = try await start(w, indexSearch: indexSearch, tune: tune)
         do {
             let result = try await body(h)
             await h.stop()
@@ -95,6 +97,12 @@ final class ViewerHarness: Sendable {
     static func formToken(_ page: String) -> String? {
         guard let r = page.range(of: "name=\"token\" value=\"") else { return nil }
         return String(page[r.upperBound...].prefix { $0 != "\"" })
+    }
+
+    /// The pager's "Next »" link of a page, unescaped.
+    static func nextLink(_ page: String) -> String? {
+        guard let r = page.range(of: "rel=\"next\" href=\"") else { return nil }
+        return page[r.upperBound...].prefix { $0 != "\"" }.replacingOccurrences(of: "&amp;", with: "&")
     }
 
     /// Every href of a page, unescaped (&amp; → &).

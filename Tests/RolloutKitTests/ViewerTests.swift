@@ -323,7 +323,7 @@ struct ViewerTests {
         _ = try SearchIndexer(writer: w.writer).catchUp()
         let derived: Set<String> = ["reviews"]
         func dataTables() throws -> [String: [String]] {
-            try w.snapshot().filter { !$0.key.hasPrefix("message_search") && !derived.contains($0.key) }
+            try w.snapshot().filter { !$0.key.hasPrefix("message_search") && $0.key != "search_terms" && !derived.contains($0.key) }
         }
         let before = try dataTables()
         try await ViewerHarness.with(w, indexSearch: true) { h in
@@ -377,12 +377,73 @@ struct ViewerTests {
         #expect(try w.int("SELECT count(*) FROM run_usage WHERE run_id = 1") == 0)
     }
 
+    @Test func prefixesAndSearchesCutShortFindWhatFTS5Finds() async throws {
+        let dir = try TempDir()
+        let w = try ViewerFixtures.quickstart(in: dir)
+        _ = try SearchIndexer(writer: w.writer).catchUp()
+        /// FTS5's own answer, newest first, as the viewer's links.
+        func oracle(_ match: String) throws -> [String] {
+            try w.rows("""
+                SELECT m.rollout_id, m.idx FROM message_search f JOIN messages m ON m.id = f.rowid
+                WHERE message_search MATCH '{content reasoning_content} : (' || ? || ')' ORDER BY f.rowid DESC
+                """, [match]).map { "/rollouts/\($0["rollout_id"] as Int64)#m\($0["idx"] as Int)" }
+        }
+        // The words list counts the messages each word is in, as FTS5 does.
+        for word in ["riverside", "library", "the"] {
+            #expect(try w.int("SELECT docs FROM search_terms WHERE term = ?", [word])
+                    == (try w.int("SELECT count(*) FROM message_search WHERE message_search MATCH ?", ["{content reasoning_content} : \(word)"])))
+        }
+        try await ViewerHarness.with(w, tune: { $0.searchBudgetMs = 0; $0.searchFirstWindow = 40 }) { h in
+            /// Every match, following Next » to the end.
+            func all(_ q: String) async throws -> (links: [String], pages: Int, cut: Int) {
+                var links: [String] = [], pages = 0, cut = 0
+                var next: String? = "/search?q=\(formEncode(q))"
+                while let path = next, pages < 500 {
+                    let r = try await h.get(path)
+                    #expect(r.status == 200)
+                    links += ViewerHarness.links(r.body).filter { $0.contains("#m") }
+                    if r.body.contains("older messages are not searched yet") { cut += 1 }
+                    next = ViewerHarness.nextLink(r.body)
+                    pages += 1
+                }
+                return (links, pages, cut)
+            }
+            // With no time to spare every page stops after its first window and goes on from
+            // there: nothing is skipped or shown twice.
+            let expected = try oracle("riverside")
+            #expect(expected.count > 20)
+            let found = try await all("Riverside")
+            #expect(found.links == expected)
+            #expect(found.cut > 0 && found.pages > 2)
+            // A prefix is the OR of its indexed words: the same messages as FTS5's own prefix
+            // query, accents and case aside.
+            #expect(try await all("RIVÉR*").links == (try oracle("\"river\"*")))
+            #expect(try await all("Libr* riv*").links == (try oracle("\"libr\"* \"riv\"*")))
+            #expect(try await all("zzqqxx*").links.isEmpty)
+        }
+        // An edited message's new words reach the words list on the indexer's next round.
+        try await w.writer.write { db in
+            try db.execute(sql: "UPDATE messages SET content = 'a quokkaberry pie' WHERE id = (SELECT min(id) FROM messages)")
+        }
+        #expect(try w.int("SELECT count(*) FROM message_search_pending") == 1)
+        _ = try SearchIndexer(writer: w.writer).catchUp()
+        #expect(try w.int("SELECT count(*) FROM message_search_pending") == 0)
+        try await ViewerHarness.with(w) { h in
+            let r = try await h.get("/search?q=quokkab*")
+            #expect(ViewerHarness.links(r.body).filter { $0.contains("#m") }.count == 1)
+        }
+    }
+
     @Test func searchTextBecomesASafeFTSQuery() {
-        #expect(SearchPage.ftsQuery("hello world") == "\"hello\" \"world\"")
-        #expect(SearchPage.ftsQuery("\"lost card\" refund*") == "\"lost card\" \"refund\"*")
-        #expect(SearchPage.ftsQuery("say \"hi") == "\"say\" \"hi\"")
+        #expect(SearchPage.ftsQuery("hello world") == "\"hello\" AND \"world\"")
+        #expect(SearchPage.ftsQuery("\"lost card\" refund*") == "\"lost card\" AND \"refund\"*")
+        #expect(SearchPage.ftsQuery("say \"hi") == "\"say\" AND \"hi\"")
         #expect(SearchPage.ftsQuery("a\"b") == "\"ab\"")
         #expect(SearchPage.ftsQuery("  * - ( ") == nil)
         #expect(SearchPage.ftsQuery("") == nil)
+        let terms = SearchPage.terms("refund* \"lost card\" fee*  x*")
+        #expect(terms == [.prefix("refund"), .phrase("lost card"), .prefix("fee"), .prefix("x")])
+        #expect(SearchPage.ftsQuery(terms, expansions: ["refund": ["refund", "refunds"], "fee": ["fees"], "x": []])
+                == "(\"refund\" OR \"refunds\") AND \"lost card\" AND \"fees\" AND \"\u{E002}\"")
     }
 }

@@ -188,15 +188,18 @@ extension Warehouse {
         return (next, true)
     }
 
-    /// (latest finished rollouts already graded by this version, latest rollouts not finished).
+    /// (latest finished rollouts already graded by this version, latest rollouts not finished),
+    /// from the counters the triggers keep (`grade_counts`, `run_outcomes`): one row per task
+    /// and a handful per run, where a join of the run's rollouts with their grades would visit
+    /// every rollout (or, SQLite's choice when the grader has graded other, larger runs, every
+    /// grade of the grader).
     private func coverage(runID: Int64, grader: String, version: Int) async throws -> (Int, Int) {
         try await writer.read { db in
             let graded = try Int.fetchOne(db, sql: """
-                SELECT count(*) FROM latest_rollouts r JOIN grades g ON g.rollout_id = r.id AND g.grader = ? AND g.grader_version = ?
-                WHERE r.run_id = ?
+                SELECT coalesce(sum(n), 0) FROM grade_counts WHERE grader = ? AND grader_version = ? AND run_id = ?
                 """, arguments: [grader, version, runID]) ?? 0
             let open = try Int.fetchOne(db, sql: """
-                SELECT count(*) FROM latest_rollouts r WHERE r.run_id = ? AND r.status NOT IN ('completed', 'failed')
+                SELECT coalesce(sum(n), 0) FROM run_outcomes WHERE run_id = ? AND status NOT IN ('completed', 'failed')
                 """, arguments: [runID]) ?? 0
             return (graded, open)
         }
