@@ -50,60 +50,53 @@ chosen AS MATERIALIZED (
                                WHERE h.grader = p.grader AND h.run_id BETWEEN p.lo AND p.hi)) AS v
 ),
 ks AS (SELECT DISTINCT CAST(value AS INTEGER) AS k FROM json_each('[' || coalesce(:k, 1) || ']') WHERE CAST(value AS INTEGER) >= 1),
--- The models of each job of the runs in the selection (runs.config), read once.
+-- For the model groupings: the model (agent's or user's, as :by says) of each job of the runs
+-- in the selection (runs.config), read once; and each run's number of jobs and its model when
+-- that is one for the whole run (one job, or none: the run's own column).
 job_models AS MATERIALIZED (
-    SELECT ru.id AS run_id, j.key AS job, json_extract(j.value, '$.agent.model') AS agent_model,
-           json_extract(j.value, '$.user.model') AS user_model
+    SELECT ru.id AS run_id, j.key AS job,
+           json_extract(j.value, CASE p.by WHEN 'agent_model' THEN '$.agent.model' ELSE '$.user.model' END) AS model
     FROM params p CROSS JOIN runs ru CROSS JOIN json_each(ru.config, '$.jobs') j
     WHERE p.by IN ('agent_model', 'user_model') AND ru.id BETWEEN p.lo AND p.hi AND json_type(ru.config, '$.jobs') = 'object'
 ),
--- Runs with more than one job: their tasks' models are looked up task by task.
-multi_job_runs AS MATERIALIZED (SELECT run_id FROM job_models GROUP BY run_id HAVING count(*) > 1),
+run_models AS MATERIALIZED (
+    SELECT ru.id AS run_id, count(jm.job) AS jobs,
+           coalesce(CASE WHEN count(jm.job) = 1 THEN max(jm.model) END,
+                    CASE p.by WHEN 'agent_model' THEN ru.agent_model ELSE ru.user_model END, '(unknown)') AS model
+    FROM params p CROSS JOIN runs ru LEFT JOIN job_models jm ON jm.run_id = ru.id
+    WHERE p.by IN ('agent_model', 'user_model') AND ru.id BETWEEN p.lo AND p.hi
+    GROUP BY ru.id
+),
 -- Each task's (n, c) under the conventions and its group g, an integer id (a model name for
 -- the model groupings) labelled after counting. The estimators depend only on (n, c, k), so tasks are
 -- counted per (group, n, c) first.
 counted AS (
-    -- By domain, dataset or run: from grade_histogram (tasks already counted per group and
-    -- (n, c, u, f, fc, fu) by triggers), a few hundred rows whatever the number of tasks.
-    -- The parameters are the outer loop (CROSS JOIN keeps them there), so the branch of the
-    -- other groupings reads nothing and this one is an index search on (grader, version, run).
-    SELECT CASE p.by WHEN 'domain' THEN h.domain_id WHEN 'dataset' THEN h.dataset_id ELSE h.run_id END AS g,
+    -- By domain, dataset, run, or model for runs of at most one job: from grade_histogram
+    -- (tasks already counted per group and (n, c, u, f, fc, fu) by triggers), a few hundred
+    -- rows whatever the number of tasks. The parameters are the outer loop (CROSS JOIN keeps
+    -- them there), so a branch of other groupings reads nothing and this one is an index
+    -- search on (grader, version, run).
+    SELECT CASE p.by WHEN 'domain' THEN h.domain_id WHEN 'dataset' THEN h.dataset_id WHEN 'run' THEN h.run_id
+                     ELSE (SELECT model FROM run_models WHERE run_id = h.run_id) END AS g,
            h.n - CASE WHEN p.drop_failed THEN h.f ELSE 0 END
                - CASE WHEN p.drop_undecided THEN h.u - h.fu ELSE 0 END AS tn,
            h.c - h.fc AS tc,
            sum(h.tasks) AS tasks
     FROM params p CROSS JOIN chosen ch CROSS JOIN grade_histogram h
-    WHERE p.by IN ('domain', 'dataset', 'run')
+    WHERE p.by IN ('domain', 'dataset', 'run', 'agent_model', 'user_model')
       AND h.grader = p.grader AND h.grader_version = ch.v AND h.run_id BETWEEN p.lo AND p.hi
-    GROUP BY 1, 2, 3
-    UNION ALL
-    -- By model, for runs of at most one job: the run's model, so from grade_histogram too.
-    SELECT coalesce((SELECT CASE p.by WHEN 'agent_model' THEN jm.agent_model ELSE jm.user_model END FROM job_models jm WHERE jm.run_id = h.run_id),
-                    (SELECT CASE p.by WHEN 'agent_model' THEN ru.agent_model ELSE ru.user_model END FROM runs ru WHERE ru.id = h.run_id),
-                    '(unknown)') AS g,
-           h.n - CASE WHEN p.drop_failed THEN h.f ELSE 0 END
-               - CASE WHEN p.drop_undecided THEN h.u - h.fu ELSE 0 END AS tn,
-           h.c - h.fc AS tc,
-           sum(h.tasks) AS tasks
-    FROM params p CROSS JOIN chosen ch CROSS JOIN grade_histogram h
-    WHERE p.by IN ('agent_model', 'user_model')
-      AND h.grader = p.grader AND h.grader_version = ch.v AND h.run_id BETWEEN p.lo AND p.hi
-      AND h.run_id NOT IN (SELECT run_id FROM multi_job_runs)
+      AND (p.by IN ('domain', 'dataset', 'run') OR h.run_id NOT IN (SELECT run_id FROM run_models WHERE jobs > 1))
     GROUP BY 1, 2, 3
     UNION ALL
     -- By model, for runs of several jobs: task by task, the model of the task's job.
-    SELECT coalesce((SELECT CASE p.by WHEN 'agent_model' THEN jm.agent_model ELSE jm.user_model END
-                     FROM run_tasks rt JOIN job_models jm ON jm.run_id = rt.run_id AND jm.job = rt.job
-                     WHERE rt.run_id = gc.run_id AND rt.task_id = gc.task_id),
-                    (SELECT CASE p.by WHEN 'agent_model' THEN ru.agent_model ELSE ru.user_model END FROM runs ru WHERE ru.id = gc.run_id),
-                    '(unknown)') AS g,
+    SELECT coalesce((SELECT jm.model FROM run_tasks rt JOIN job_models jm ON jm.run_id = rt.run_id AND jm.job = rt.job
+                     WHERE rt.run_id = gc.run_id AND rt.task_id = gc.task_id), mr.model) AS g,
            gc.n - CASE WHEN p.drop_failed THEN gc.f ELSE 0 END
                 - CASE WHEN p.drop_undecided THEN gc.u - gc.fu ELSE 0 END AS tn,
            gc.c - gc.fc AS tc,
            count(*) AS tasks
-    FROM params p CROSS JOIN chosen ch CROSS JOIN multi_job_runs mr CROSS JOIN grade_counts gc
-    WHERE p.by IN ('agent_model', 'user_model')
-      AND gc.grader = p.grader AND gc.grader_version = ch.v AND gc.run_id = mr.run_id
+    FROM params p CROSS JOIN chosen ch CROSS JOIN run_models mr CROSS JOIN grade_counts gc
+    WHERE mr.jobs > 1 AND gc.grader = p.grader AND gc.grader_version = ch.v AND gc.run_id = mr.run_id
     GROUP BY 1, 2, 3
     UNION ALL
     -- By task: task by task from grade_counts.

@@ -8,6 +8,10 @@ enum SearchPage {
     /// Private-use characters that mark a snippet's matches before it is escaped.
     static let open = "\u{E000}", close = "\u{E001}"
 
+    /// The tokenizer of `message_search` (schema 0008), which the word list and the prefixes a
+    /// user types go through too, so that both are the index's words.
+    static let tokenizer = ["unicode61", "remove_diacritics", "2"]
+
     /// One thing a user asked for: a word, a word's prefix (`word*`) or a "quoted phrase".
     enum Term: Equatable {
         case word(String)
@@ -47,8 +51,11 @@ enum SearchPage {
     /// words it stands for (its key is the prefix as typed).
     static func ftsQuery(_ terms: [Term], expansions: [String: [String]] = [:]) -> String? {
         let nodes = ftsNodes(terms, expansions: expansions)
-        return nodes.isEmpty ? nil : nodes.joined(separator: " AND ")
+        return nodes.isEmpty ? nil : all(nodes)
     }
+
+    /// The FTS5 expression that matches every node.
+    static func all(_ nodes: [String]) -> String { nodes.joined(separator: " AND ") }
 
     /// The FTS5 expression of each term (all of which must match).
     static func ftsNodes(_ terms: [Term], expansions: [String: [String]] = [:]) -> [String] {
@@ -81,7 +88,7 @@ enum SearchPage {
     /// than `maxExpansion` of them. Nil when the prefix is not one word to the tokenizer (e.g.
     /// `e-mail*`), which FTS5 is left to match as a phrase prefix.
     static func expand(_ db: Database, prefix: String) throws -> (words: [String], more: Bool)? {
-        let tokens = try db.makeTokenizer(FTS5TokenizerDescriptor(components: ["unicode61", "remove_diacritics", "2"]))
+        let tokens = try db.makeTokenizer(FTS5TokenizerDescriptor(components: tokenizer))
             .tokenize(query: prefix).map(\.token)
         guard tokens.count == 1, let token = tokens.first else { return nil }
         let words = try String.fetchAll(db, sql: """
@@ -236,7 +243,7 @@ enum SearchPage {
             JOIN rollouts r ON r.id = m.rollout_id JOIN runs ru ON ru.id = r.run_id JOIN tasks t ON t.id = r.task_id
             WHERE message_search MATCH ? AND f.rowid BETWEEN ? AND ? AND +f.rowid IN (SELECT value FROM json_each(?))
             ORDER BY f.rowid DESC LIMIT ?
-            """), arguments: [scoped(nodes.joined(separator: " AND ")), low, high, "[" + ids.map(String.init).joined(separator: ",") + "]", ids.count])
+            """), arguments: [scoped(all(nodes)), low, high, "[" + ids.map(String.init).joined(separator: ",") + "]", ids.count])
         guard rows.count == ids.count else { throw PageError(500, "\(ids.count - rows.count) of the messages found did not match again") }
         return rows
     }
@@ -331,14 +338,14 @@ final class SearchIndexer: Sendable {
     }
 
     /// Adds the words of the messages with ids in (after, upTo] to `search_terms`, with the
-    /// number of those messages each is in, and the words of edited
-    /// messages (`message_search_pending`). The words are what FTS5's tokenizer makes of the
+    /// number of those messages each is in, and the words of edited messages
+    /// (`message_search_pending`). The words are what FTS5's tokenizer makes of the
     /// text: the rows go through a contentless FTS5 table of the connection's temp schema with
     /// the tokenizer of `message_search`, whose vocabulary is read and which is then emptied.
     static func addWords(_ db: Database, after: Int64, upTo: Int64) throws {
         try db.execute(sql: """
             CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_words USING fts5(
-                content, reasoning_content, content = '', detail = none, tokenize = 'unicode61 remove_diacritics 2');
+                content, reasoning_content, content = '', detail = none, tokenize = '\(SearchPage.tokenizer.joined(separator: " "))');
             CREATE VIRTUAL TABLE IF NOT EXISTS temp.search_words_vocab USING fts5vocab(temp, search_words, row);
             """)
         try db.execute(sql: """

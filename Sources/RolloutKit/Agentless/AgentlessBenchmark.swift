@@ -29,10 +29,6 @@ public enum AgentlessBenchmark {
         return Double(usage.ru_maxrss) / 1024
     }
 
-    static func seconds(since start: ContinuousClock.Instant) -> Double {
-        start.secondsSince
-    }
-
     /// Writes the instances (through `rollout ingest swebench`), their structures, the repair
     /// batch `bench.repair` (`responses` requests, passes 0…k−1) and its output file, ingested.
     public static func setup(_ w: Warehouse, structureFile: String, problem: String, instances: Int, responses: Int,
@@ -117,7 +113,7 @@ public enum AgentlessBenchmark {
         let ingestStart = ContinuousClock.now
         _ = try w.ingestBatchResults(files: [outputFile], batch: "bench.repair")
         return Setup(instances: instances, structureBytes: structureText.utf8.count, responses: requestIDs.count, outputFile: outputFile,
-                     seconds: seconds(since: start), ingestSeconds: seconds(since: ingestStart))
+                     seconds: start.secondsSince, ingestSeconds: ingestStart.secondsSince)
     }
 
     /// `localize` for the first `instances` instances of the benchmark dataset.
@@ -129,7 +125,7 @@ public enum AgentlessBenchmark {
         o.request = BatchRequestOptions(provider: .openai, model: "bench-model", maxTokens: 1024)
         let start = ContinuousClock.now
         let r = try w.agentlessLocalize(o)
-        let s = seconds(since: start)
+        let s = start.secondsSince
         return Measurement(stage: "localize", items: r.requests + r.skipped, ok: r.requests, seconds: s,
                            perSecond: Double(r.requests) / s, peakRSSMiB: peakRSSMiB())
     }
@@ -139,7 +135,7 @@ public enum AgentlessBenchmark {
         let o = AgentlessOptions(pipeline: .bugfix, name: "bench", directory: outputDir)
         let start = ContinuousClock.now
         let r = try w.agentlessFinalize(o, outputDir: outputDir)
-        let s = seconds(since: start)
+        let s = start.secondsSince
         return Measurement(stage: "finalize", items: r.answers, ok: r.ok, seconds: s, perSecond: Double(r.ok) / s, peakRSSMiB: peakRSSMiB())
     }
 }

@@ -286,5 +286,3 @@ extension LLMError {
         LLMError(.truncatedBody, message: message)
     }
 }
-
-
