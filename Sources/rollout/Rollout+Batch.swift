@@ -277,8 +277,8 @@ struct BatchCommand: AsyncParsableCommand {
         @Argument(help: "The request file.") var file: String
         @Option(name: .long, help: "Base URL: http://host:port/v1 (OpenAI-compatible) or http://host:port (Anthropic-compatible).") var endpoint: String
         @Option(name: .long, help: "Requests in flight.") var concurrency = 64
-        @Option(name: .long, help: "Output file (default: FILE without .jsonl + .output.jsonl).") var output: String?
-        @Option(name: .long, help: "Errors file (default: … .errors.jsonl).") var errors: String?
+        @Option(name: .long, help: "Output file (default: FILE without .jsonl + .output.jsonl); an existing one must be this input's run-local output, which is resumed.") var output: String?
+        @Option(name: .long, help: "Errors file (default: … .errors.jsonl); never the input or the output file.") var errors: String?
         @Option(name: .long, help: "Replace every request's model.") var model: String?
         @Option(name: .long, help: "The environment variable holding the server's API key, if it wants one.") var apiKeyEnv: String?
         @Option(name: .long, help: "Positions FROM:TO of the sorted custom ids.") var range: String?

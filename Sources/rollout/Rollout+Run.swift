@@ -72,7 +72,7 @@ struct Run: AsyncParsableCommand {
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
                 for l in listings {
                     let file = URL(fileURLWithPath: dir).appending(path: l.key.replacingOccurrences(of: "+", with: "_") + ".yml")
-                    try options.configYAML(for: l).write(to: file, atomically: true, encoding: .utf8)
+                    try reporting { try OutputTarget.write(Array(options.configYAML(for: l).utf8), to: file.path) }
                     print(file.path)
                 }
                 options.say("\(listings.count) config\(listings.count == 1 ? "" : "s") written to \(dir)")

@@ -359,6 +359,10 @@ extension Warehouse {
             var processed: [Int: OutputFile] = [:]
             var reproduction: [Int: OutputFile] = [:]
             var all: [OutputFile] = []
+            // Sample files are finished as they come but put in place only with the rest, so a
+            // finalize that fails leaves no new sample behind (and the old ones as they were).
+            var sampleFiles: [OutputFile] = []
+            defer { for f in sampleFiles { f.abandon() } }
             let failuresFile = try OutputFile(path: (outputDir as NSString).appendingPathComponent("failures.jsonl"))
             all.append(failuresFile)
             defer { for f in all { f.abandon() } }
@@ -455,7 +459,8 @@ extension Warehouse {
                     let path = try SafeFileName.path(in: samplesDir, id: a.customID, suffix: ".jsonl")
                     let f = try OutputFile(path: path, sync: false)
                     try f.write(json: .object(s))
-                    try f.commit()
+                    try f.finish()
+                    sampleFiles.append(f)
                     samples += 1
                     try Self.recordOutput(db, a, pipeline: o.pipeline, stage: "repair", instanceID: instanceID, ok: sample.ok,
                                           editedFiles: sample.editedFiles, modelPatch: sample.modelPatch, testPatch: sample.testPatch,
@@ -474,6 +479,8 @@ extension Warehouse {
                                            f.lines, f.bytes, sha, now])
             }
             all = []
+            for f in sampleFiles { try f.publish() }
+            sampleFiles = []
             if samples > 0 { report.files.append("\(samplesDir)/ (\(samples) sample file(s))") }
             return report
         }

@@ -170,7 +170,13 @@ extension Warehouse {
     /// line stops the ingest with FILE:LINE and leaves the database as it was.
     public func ingestBatchResults(files: [String], batch name: String? = nil) throws -> BatchIngestReport {
         guard !files.isEmpty else { throw BatchError("name at least one output or error file") }
-        for f in files { try RecordFiles.checkRegularFile(f) }
+        for f in files {
+            try RecordFiles.checkRegularFile(f)
+            // An empty file is a failed download or the wrong file, never a batch's results.
+            guard try RecordFiles.hasContent(f) else {
+                throw IngestError(file: f, "empty file: no result lines (an output or error file has one line per request)")
+            }
+        }
         return try writer.write { db in
             let batchName = try name ?? Self.batchName(for: files, db)
             return try BatchResultWriter(db: db, batch: batchName).ingest(files)

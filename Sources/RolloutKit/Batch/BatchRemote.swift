@@ -315,8 +315,10 @@ public final class BatchClient: Sendable {
             }
             files += [output, errors].compactMap { $0 }
         }
-        guard ingest, !files.isEmpty else { return (files, nil) }
-        return (files, try warehouse.ingestBatchResults(files: files, batch: name))
+        // A part's empty file (no lines) holds nothing to ingest, and ingest refuses empty files.
+        let results = try files.filter { try RecordFiles.hasContent($0) }
+        guard ingest, !results.isEmpty else { return (files, nil) }
+        return (files, try warehouse.ingestBatchResults(files: results, batch: name))
     }
 
     func download(_ url: String, endpoint: BatchEndpoint, to path: String) async throws {

@@ -194,8 +194,13 @@ enum BatchLine {
 
 /// A file name made from an id that came from outside (a custom id, a batch name): every byte
 /// outside `[A-Za-z0-9_.-]` is percent-encoded, as are a leading dot and "..", so the name can
-/// never leave the folder it is joined to, and two ids never share a name.
+/// never leave the folder it is joined to, and two ids never share a name. A name longer than
+/// `maxBytes` (file systems stop at 255) is cut and ends in `~` and 16 hex digits of the id's
+/// sha256: `~` is always encoded, so a cut name never equals an uncut one.
 public enum SafeFileName {
+    /// The longest name `path(in:id:suffix:)` makes, suffix included.
+    public static let maxBytes = 200
+
     public static func make(_ id: String) -> String {
         var out = ""
         let bytes = Array(id.utf8)
@@ -213,7 +218,12 @@ public enum SafeFileName {
 
     /// `directory/name` for an id, checked to lie inside `directory`.
     public static func path(in directory: String, id: String, suffix: String) throws -> String {
-        let name = make(id) + suffix
+        var name = make(id) + suffix
+        if name.utf8.count > maxBytes {
+            let tag = "~" + String(Hashing.sha256Hex(id).prefix(16))
+            let room = max(1, maxBytes - tag.utf8.count - suffix.utf8.count)
+            name = String(make(id).prefix(room)) + tag + suffix  // make() is ASCII: characters are bytes
+        }
         let dir = URL(fileURLWithPath: directory).standardizedFileURL
         let target = dir.appending(path: name).standardizedFileURL
         guard target.deletingLastPathComponent().path == dir.path else {

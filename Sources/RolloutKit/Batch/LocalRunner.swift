@@ -73,7 +73,11 @@ public enum LocalBatchRunner {
         let sorted = entries.sorted { $0.id.utf8.lexicographicallyPrecedes($1.id.utf8) }
         let selected = Array(o.range.map { $0.apply(sorted) } ?? sorted[...])
         report.requests = selected.count
-        let done = try resume(o.outputPath)
+        let ids = Set(entries.map(\.id))
+        // Everything that could lose data is refused here, before a request is sent.
+        try checkTargets(o)
+        try checkExisting(o.errorsPath, option: "--errors", input: o.input, ids: ids)
+        let done = try resume(o.outputPath, input: o.input, ids: ids)
         let todo = selected.filter { !done.contains($0.id) }
         report.alreadyDone = selected.count - todo.count
 
@@ -142,7 +146,8 @@ public enum LocalBatchRunner {
         // The errors file holds this run's failures only: the ones retried successfully are gone.
         let failed = shared.failures.withLock { $0 }.sorted { $0.0 < $1.0 }
         if failed.isEmpty {
-            unlink(o.errorsPath)
+            // Checked before the run to be a regular file holding only this input's error lines.
+            if (try? OutputTarget.check(o.errorsPath)) != nil { unlink(o.errorsPath) }
         } else {
             _ = try OutputFile.write(o.errorsPath, lines: failed.map(\.1))
         }
@@ -193,10 +198,68 @@ public enum LocalBatchRunner {
         return (provider, entries)
     }
 
-    /// The custom ids already in the output file; a partial last line (an interrupted write)
-    /// is cut off.
-    static func resume(_ path: String) throws -> Set<String> {
+    /// Refuses output and errors files that would lose data: the input itself, the two being
+    /// one file (the errors file would replace the output), and anything that is not a regular
+    /// file. Paths are compared as files (device and inode, so links and hard links count),
+    /// or, for files not there yet, by their resolved folders.
+    static func checkTargets(_ o: LocalRunOptions) throws {
+        try OutputTarget.check(o.outputPath, option: "--output")
+        try OutputTarget.check(o.errorsPath, option: "--errors")
+        if sameFile(o.outputPath, o.input) {
+            throw BatchError("--output \(o.outputPath) is the input file \(o.input); run-local appends results to its output, which would mix them into the requests: give another --output (the default is \(o.stem).output.jsonl)")
+        }
+        if sameFile(o.errorsPath, o.input) {
+            throw BatchError("--errors \(o.errorsPath) is the input file \(o.input); the errors file is replaced at the end of every run: give another --errors (the default is \(o.stem).errors.jsonl)")
+        }
+        if sameFile(o.outputPath, o.errorsPath) {
+            throw BatchError("--output and --errors name the same file (\(o.outputPath)); the errors file is replaced (or removed) at the end of the run, which would lose the results: give two different files")
+        }
+    }
+
+    /// True when the two paths name one file: the same device and inode when both exist, else
+    /// the same resolved path.
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        if stat(a, &sa) == 0 && stat(b, &sb) == 0 { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino }
+        return resolved(a) == resolved(b)
+    }
+
+    /// The path with its folder's links resolved (the file itself need not exist).
+    static func resolved(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path).standardizedFileURL
+        if let real = realpath(url.path, nil) {
+            defer { free(real) }
+            return String(cString: real)
+        }
+        let dir = url.deletingLastPathComponent().path
+        guard let real = realpath(dir, nil) else { return url.path }
+        defer { free(real) }
+        return (String(cString: real) as NSString).appendingPathComponent(url.lastPathComponent)
+    }
+
+    /// An existing output or errors file must hold run-local result lines of this input only:
+    /// a JSON object per line whose `custom_id` is one of the input's requests. Anything else
+    /// (notes, another batch's results) is refused rather than appended to or replaced. A last
+    /// line cut short by an interrupted write is allowed when it starts as a result line does.
+    static func checkExisting(_ path: String, option: String, input: String, ids: Set<String>) throws {
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        try LineReader(path: path).forEachLine { line in
+            if line.bytes.isBlank { return }
+            if !line.terminated && line.bytes.first == UInt8(ascii: "{") { return }
+            func refuse(_ why: String) -> BatchError {
+                BatchError("\(option) \(path) already exists and is not run-local output of \(input) (line \(line.number): \(why)); it was left as it is: give another \(option), or remove the file to start over")
+            }
+            guard case .success(let v) = JSONParser.result(line.bytes) else { throw refuse("not a JSON result line") }
+            guard let id = v["custom_id"]?.scalarText else { throw refuse("no custom_id") }
+            guard ids.contains(id) else { throw refuse("custom_id \"\(id)\" is not a request of the input") }
+        }
+    }
+
+    /// The custom ids already in the output file (checked by `checkExisting` to be results of
+    /// this input); a partial last line (an interrupted write) is cut off.
+    static func resume(_ path: String, input: String, ids: Set<String>) throws -> Set<String> {
         guard FileManager.default.fileExists(atPath: path) else { return [] }
+        try checkExisting(path, option: "--output", input: input, ids: ids)
         var done = Set<String>()
         var goodBytes = 0
         var offset = 0

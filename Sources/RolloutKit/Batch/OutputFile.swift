@@ -1,18 +1,20 @@
 import Foundation
 
-/// A JSON Lines file written atomically: lines go to a temporary sibling that is renamed over
-/// the target when complete, so a reader never sees half a file and a rerun replaces the old
-/// file instead of appending to it. (The same pattern as Export's writer, kept separate so the
-/// two can change independently.)
+/// A JSON Lines file written atomically through `OutputTarget`: lines go to a temporary
+/// sibling that is renamed over the target when complete, so a reader never sees half a file
+/// and a rerun replaces the old file instead of appending to it; a target that is not a
+/// regular file (a link, a pipe, a device) is refused. (The same rules as Export's writer,
+/// which has its own writing thread.)
 final class OutputFile {
     let path: String
-    private let temporary: String
-    private let handle: FileHandle
+    private let pending: OutputTarget.Pending
     private var buffer: [UInt8] = []
     private let hasher = BackgroundHasher()
     private(set) var bytes = 0
     private(set) var lines = 0
     private var finished = false
+    private var closed = false
+    private var digest: String?
     private let sync: Bool
     private let hashing: Bool
 
@@ -22,19 +24,8 @@ final class OutputFile {
         self.path = path
         self.sync = sync
         self.hashing = sync
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        do {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        } catch {
-            throw BatchError("cannot create the folder \(dir): \(error.localizedDescription)")
-        }
-        temporary = path + ".tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
-        guard FileManager.default.createFile(atPath: temporary, contents: nil),
-              let h = FileHandle(forWritingAtPath: temporary) else {
-            throw BatchError("cannot write \(path) (check the folder's permissions)")
-        }
-        handle = h
-        buffer.reserveCapacity(1 << 20)
+        pending = try OutputTarget.create(path)
+        buffer.reserveCapacity(sync ? 1 << 20 : 1 << 12)
     }
 
     deinit { if !finished { abandon() } }
@@ -70,30 +61,69 @@ final class OutputFile {
         guard !buffer.isEmpty else { return }
         if hashing { hasher.update(buffer) }  // on another thread, while this one goes on
         bytes += buffer.count
-        try handle.write(contentsOf: buffer)
+        try buffer.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Foundation.write(pending.fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw OutputFileError("cannot write \(path): \(String(cString: strerror(errno)))")
+                }
+                offset += n
+            }
+        }
         buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Flushes and closes the temporary file and returns its sha256; the target is untouched
+    /// until `publish`.
+    @discardableResult
+    func finish() throws -> String {
+        if let digest { return digest }
+        do { try drain() } catch {
+            abandon()
+            throw error
+        }
+        if sync && fsync(pending.fd) != 0 {
+            let reason = String(cString: strerror(errno))
+            abandon()
+            throw OutputFileError("cannot write \(path): \(reason)")
+        }
+        closed = true
+        if close(pending.fd) != 0 {
+            let reason = String(cString: strerror(errno))
+            abandon()
+            throw OutputFileError("cannot write \(path): \(reason)")
+        }
+        let sha = hasher.hexDigest()
+        digest = sha
+        return sha
+    }
+
+    /// Renames the finished temporary file over the target.
+    func publish() throws {
+        _ = try finish()
+        guard !finished else { return }
+        finished = true
+        try OutputTarget.publish(pending)
     }
 
     /// Flushes, renames into place, and returns the file's sha256.
     @discardableResult
     func commit() throws -> String {
-        try drain()
-        if sync { try handle.synchronize() }
-        try handle.close()
-        finished = true
-        if rename(temporary, path) != 0 {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw BatchError("cannot move \(temporary) to \(path): \(reason)")
-        }
-        return hasher.hexDigest()
+        let sha = try finish()
+        try publish()
+        return sha
     }
 
     func abandon() {
         guard !finished else { return }
         finished = true
-        try? handle.close()
-        unlink(temporary)
+        if !closed {
+            closed = true
+            close(pending.fd)
+        }
+        OutputTarget.discard(pending)
     }
 
     /// Writes `lines` to `path` at once.

@@ -215,6 +215,8 @@ private final class Exporter {
 
     func run() throws -> ExportReport {
         try resolveRun()
+        // The targets first: a refused --out must leave the warehouse as it was.
+        try checkOutput()
         if options.format.needsLabels {
             let unlabeled = try warehouse.writer.read { db in try self.warehouse.hasUnlabeledRollouts(runID: self.runID, db) }
             if unlabeled {
@@ -225,7 +227,6 @@ private final class Exporter {
             }
         }
         try resolveGrader()
-        try checkOutput()
         do {
             try warehouse.writer.read { db in try self.stream(db) }
             for key in sinkOrder { _ = try sinks[key]!.writer.finish() }
@@ -278,6 +279,9 @@ private final class Exporter {
         }
     }
 
+    /// Refuses an `--out` that cannot be replaced, before anything is written: a folder where a
+    /// file goes (or the reverse), and, through `OutputTarget`, a link, a pipe or a device —
+    /// for every file the options can name (one per split share).
     func checkOutput() throws {
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: options.out, isDirectory: &isDir)
@@ -285,8 +289,15 @@ private final class Exporter {
             if exists && !isDir.boolValue {
                 throw ExportError("--out \(options.out): deepresearch writes iter{k}.jsonl files into a folder, and this is a file")
             }
+            // The iter{k}.jsonl files inside are checked as they are opened, before anything is recorded.
+            return
         } else if exists && isDir.boolValue {
             throw ExportError("--out \(options.out) is a folder; give a file name (e.g. \(options.out)/\(options.format.rawValue).jsonl)")
+        }
+        if let split = options.split {
+            for share in split.shares { try OutputTarget.check(path(split: share.name, sample: nil), option: "--out") }
+        } else {
+            try OutputTarget.check(options.out, option: "--out")
         }
     }
 
@@ -403,23 +414,25 @@ private final class Exporter {
                     passed: int(s, 14).map(Int.init))
     }
 
-    func sink(split: String?, sample: Int?) throws -> Sink {
-        let key = (split ?? "") + "\u{1F}" + (sample.map(String.init) ?? "")
-        if let s = sinks[key] { return s }
-        let path: String
+    /// The file of one split share and sample.
+    func path(split: String?, sample: Int?) -> String {
         let out = URL(fileURLWithPath: options.out).standardizedFileURL
         if options.format == .deepresearch {
             var dir = out
             if let split { dir = dir.appending(path: split) }
-            path = dir.appending(path: "iter\((sample ?? 0) + 1).jsonl").path
+            return dir.appending(path: "iter\((sample ?? 0) + 1).jsonl").path
         } else if let split {
             let ext = out.pathExtension
             let stem = out.deletingPathExtension()
-            path = ext.isEmpty ? stem.path + "." + split : stem.path + "." + split + "." + ext
-        } else {
-            path = out.path
+            return ext.isEmpty ? stem.path + "." + split : stem.path + "." + split + "." + ext
         }
-        let s = try Sink(path: path, split: split, sample: sample)
+        return out.path
+    }
+
+    func sink(split: String?, sample: Int?) throws -> Sink {
+        let key = (split ?? "") + "\u{1F}" + (sample.map(String.init) ?? "")
+        if let s = sinks[key] { return s }
+        let s = try Sink(path: path(split: split, sample: sample), split: split, sample: sample)
         sinks[key] = s
         sinkOrder.append(key)
         return s

@@ -10,13 +10,15 @@ public struct ExportedFile: Sendable, Equatable {
     public var sha256: String
 }
 
-/// Writes a file atomically: into a temporary sibling, renamed over the target when complete,
-/// so a reader never sees half a file and a rerun never appends to an old one. Full 1 MiB
+/// Writes a file atomically through `OutputTarget`: into a temporary sibling, renamed over the
+/// target when complete, so a reader never sees half a file and a rerun never appends to an
+/// old one; a target that is not a regular file (a link, a pipe, a device) is refused, and a
+/// replaced file keeps its mode. Full 1 MiB
 /// buffers go to a second thread that hashes (SHA-256) and writes them, so rendering on the
 /// calling thread overlaps with both.
 final class AtomicFileWriter {
     let path: String
-    private let temporary: String
+    private let pending: OutputTarget.Pending
     private var buffer = JSONBytes(capacity: 0)
     private(set) var bytes = 0
     private let pipe: FilePipe
@@ -24,14 +26,8 @@ final class AtomicFileWriter {
 
     init(path: String) throws {
         self.path = path
-        let dir = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else {
-            throw ExportError("cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        pipe = FilePipe(fd: fd, path: path)
+        pending = try OutputTarget.create(path)
+        pipe = FilePipe(fd: pending.fd, path: path)
         buffer.out.reserveCapacity(Self.chunk + (Self.chunk >> 2))
     }
 
@@ -70,9 +66,7 @@ final class AtomicFileWriter {
 
     /// Renames the finished temporary file over the target.
     func publish() throws {
-        if rename(temporary, path) != 0 {
-            throw ExportError("cannot move \(temporary) to \(path): \(String(cString: strerror(errno)))")
-        }
+        try OutputTarget.publish(pending)
     }
 
     /// Flushes, renames into place, and returns the file's sha256.
@@ -84,7 +78,7 @@ final class AtomicFileWriter {
 
     func abandon() {
         pipe.cancel()
-        unlink(temporary)
+        OutputTarget.discard(pending)
     }
 }
 

@@ -5,7 +5,7 @@ extension Warehouse {
     /// `rollout ingest qa`: `{"question","answer"}` lines (DeepResearch QA sets). A missing
     /// question is taken from `messages[1].content` after "User:"; a missing id is md5(question).
     public func ingestQA(file: String, dataset: String, options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "qa", source: file, options: options) { session in
+        try ingest(kind: "qa", source: file, files: [file], options: options) { session in
             let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "qa", source: file)
             let writer = try TaskWriter(session: session, datasetID: datasetID)
             try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
@@ -48,7 +48,7 @@ extension Warehouse {
     /// is kept in `record`; FAIL_TO_PASS / PASS_TO_PASS (JSON-encoded strings or arrays) are
     /// normalized into `criteria`.
     public func ingestSWEBench(file: String, dataset: String, options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "swebench", source: file, options: options) { session in
+        try ingest(kind: "swebench", source: file, files: [file], options: options) { session in
             let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "swebench", source: file)
             let writer = try TaskWriter(session: session, datasetID: datasetID)
             let prepare: @Sendable (Int, TaskWriter.RecordText, JSONValue) throws -> TaskWriter.Task = { line, raw, value in
@@ -116,14 +116,21 @@ extension Warehouse {
     /// is read once and parsed by SQLite's JSON functions; our own parser runs only to explain
     /// a file SQLite rejects.
     public func ingestRepoStructures(directory: String, options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "repo-structures", source: directory, options: options) { session in
+        try ingest(kind: "repo-structures", source: directory, folders: [directory], options: options) { session in
             let fm = FileManager.default
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: directory, isDirectory: &isDir) else { throw IngestError(file: directory, "no such directory") }
             let files: [String]
             if isDir.boolValue {
-                files = try fm.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-                    .sorted().map { (directory as NSString).appendingPathComponent($0) }
+                let names = try fm.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".json") }.sorted()
+                files = names.filter { !$0.hasPrefix(".") }.map { (directory as NSString).appendingPathComponent($0) }
+                // Hidden names (editor backups, macOS "._" files) are not instances, but say so:
+                // a structure file that was meant to be read must not vanish without a word.
+                let hidden = names.filter { $0.hasPrefix(".") }
+                if !hidden.isEmpty {
+                    let shown = hidden.prefix(10).joined(separator: ", ") + (hidden.count > 10 ? ", …" : "")
+                    session.report.notices.append("\(directory): skipped \(hidden.count) hidden file(s) whose names start with '.': \(shown); rename one to <instance_id>.json to ingest it")
+                }
             } else {
                 files = [directory]
             }
@@ -132,6 +139,7 @@ extension Warehouse {
             for file in files {
                 session.report.files += 1
                 try session.record(file: file, line: nil) {
+                    try RecordFiles.checkRegularFile(file)
                     guard let data = fm.contents(atPath: file) else { throw IngestError(file: file, "cannot read the file") }
                     if data.isEmpty { throw IngestError(file: file, "empty file") }
                     guard let text = String(data: data, encoding: .utf8) else {
@@ -140,11 +148,14 @@ extension Warehouse {
                                           "not valid UTF-8; re-encode the file as UTF-8")
                     }
                     // Validity first: json_type raises on malformed JSON instead of answering.
-                    if try Int.fetchOne(db, sql: "SELECT json_valid(?)", arguments: [text]) != 1 {
-                        if case .failure(let e) = data.withUnsafeBytes({ JSONParser.result($0) }) {
-                            throw IngestError(file: file, line: data.withUnsafeBytes { RecordFiles.lineOf(e.offset, in: $0) }, e.description)
+                    // SQLite takes a lone surrogate escape and would store invalid UTF-8: a file
+                    // with a "\uD8xx"-"\uDFxx" escape is checked by our strict parser too.
+                    let valid = try Int.fetchOne(db, sql: "SELECT json_valid(?)", arguments: [text]) == 1
+                    if !valid || data.withUnsafeBytes(RecordFiles.mayHoldSurrogateEscape) {
+                        if case .failure(let e) = data.withUnsafeBytes({ JSONParser.result($0, refuseLoneSurrogates: true) }) {
+                            throw IngestError(file: file, line: data.withUnsafeBytes { RecordFiles.lineOf(e.offset, in: $0) }, field: e.field, e.description)
                         }
-                        throw IngestError(file: file, "not valid JSON")
+                        if !valid { throw IngestError(file: file, "not valid JSON") }
                     }
                     let probe = try Row.fetchOne(db, sql: """
                         SELECT json_type(?1, '$.structure') AS st,

@@ -33,7 +33,7 @@ extension Warehouse {
     /// cross-domain combination.
     public func ingestQueries(file: String, domains: [String], dataset: String? = nil,
                               options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "queries", source: file, options: options) { session in
+        try ingest(kind: "queries", source: file, files: [file], options: options) { session in
             let key: DomainKey
             do { key = try DomainKey(domains) } catch let e as FieldError { throw IngestError(file: file, field: "--domain", e.reason) }
             try Self.ingestQueries(session, file: file, key: key, dataset: dataset ?? Self.stem(file))
@@ -92,7 +92,7 @@ extension Warehouse {
 
     /// `rollout ingest policy`: a domain's (or combination's) policy markdown.
     public func ingestPolicy(file: String, domains: [String], options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "policy", source: file, options: options) { session in
+        try ingest(kind: "policy", source: file, files: [file], options: options) { session in
             let key: DomainKey
             do { key = try DomainKey(domains) } catch let e as FieldError { throw IngestError(file: file, field: "--domain", e.reason) }
             try Catalog(session: session).setPolicy(key, text: try RecordFiles.readText(file), source: file)
@@ -102,7 +102,7 @@ extension Warehouse {
     /// `rollout ingest tools`: an OpenAI tool list for a server, optionally linked to domains.
     public func ingestTools(file: String, server: String, domains: [String] = [],
                             options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "tools", source: file, options: options) { session in
+        try ingest(kind: "tools", source: file, files: [file], options: options) { session in
             try Self.ingestTools(session, file: file, server: server, domains: domains)
         }
     }
@@ -279,7 +279,7 @@ extension Warehouse {
     /// folders each with `queries/`, `policies/` and `tool_lists/`. Tool lists and policies go
     /// first so records without ids hash with their domain's tools.
     public func ingestDirectory(_ path: String, options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "dir", source: path, options: options) { session in
+        try ingest(kind: "dir", source: path, folders: [path], options: options) { session in
             try Self.ingestDirectory(session, path: path)
         }
     }

@@ -7,7 +7,7 @@ extension Warehouse {
     /// task's criteria; `split_tasks.json` gives each task its splits.
     public func ingestTau2(directory: String, domain: String? = nil, dataset: String? = nil, tools: String? = nil,
                            options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "tau2", source: directory, options: options) { session in
+        try ingest(kind: "tau2", source: directory, files: tools.map { [$0] } ?? [], folders: [directory], options: options) { session in
             let fm = FileManager.default
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {

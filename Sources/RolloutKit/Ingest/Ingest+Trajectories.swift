@@ -38,7 +38,7 @@ extension Warehouse {
     /// missing). Re-ingesting the same file changes nothing; a changed record replaces its rollout.
     public func ingestTrajectories(file: String, run: String, format: TrajectoryFormat, dataset: String? = nil,
                                    options: IngestOptions = .init()) throws -> IngestReport {
-        try ingest(kind: "trajectories", source: file, options: options) { session in
+        try ingest(kind: "trajectories", source: file, files: [file], options: options) { session in
             let db = session.db
             let runID: Int64
             if let row = try Row.fetchOne(db, sql: "SELECT id, mode FROM runs WHERE name = ?", arguments: [run]) {

@@ -136,7 +136,7 @@ final class IngestSession {
         } catch let e as IngestError {
             located = e
         } catch let e as JSONParseError {
-            located = IngestError(file: file, line: line, e.description)
+            located = IngestError(file: file, line: line, field: e.field, e.description)
         }
         if let saved { report = saved }
         try reject(located)
@@ -153,8 +153,11 @@ final class IngestSession {
 
 extension Warehouse {
     /// Runs one ingest command as one transaction: on any thrown error nothing is written.
-    func ingest(kind: String, source: String, options: IngestOptions,
+    /// `files` and `folders` are the inputs, checked (`RecordFiles.checkInputs`) before the
+    /// transaction opens, so a FIFO among them is refused instead of blocking with the lock held.
+    func ingest(kind: String, source: String, files: [String] = [], folders: [String] = [], options: IngestOptions,
                 _ body: (IngestSession) throws -> Void) throws -> IngestReport {
+        try RecordFiles.checkInputs(files: files, folders: folders)
         let bulk = enterBulkMode()
         defer { if bulk { leaveBulkMode() } }
         return try writer.write { db in

@@ -67,10 +67,10 @@ enum RecordFiles {
     private static func prepareLine<P>(_ line: LineReader.Line, file: String,
                                        _ prepare: (Int, RawRecord, JSONValue) throws -> P) -> LineItem<P> {
         // The parser checks UTF-8 as it goes, so a parsed line is valid text.
-        switch JSONParser.result(line.bytes) {
+        switch JSONParser.result(line.bytes, refuseLoneSurrogates: true) {
         case .failure(let error):
             let note = line.terminated ? "" : " (the last line has no newline: is the file truncated?)"
-            return .failed(IngestError(file: file, line: line.number, error.description + note))
+            return .failed(IngestError(file: file, line: line.number, field: error.field, error.description + note))
         case .success(let value):
             do {
                 return .prepared(line.number, try prepare(line.number, RawRecord(bytes: line.bytes), value))
@@ -100,11 +100,12 @@ enum RecordFiles {
                     count += 1
                     try element.withUnsafeBytes { raw in
                         let value: JSONValue
-                        switch JSONParser.result(raw) {
+                        switch JSONParser.result(raw, refuseLoneSurrogates: true) {
                         case .success(let v): value = v
                         case .failure(let error):
                             let errLine = line + raw.prefix(error.offset).filter { $0 == 0x0A }.count
-                            try session.reject(IngestError(file: file, line: errLine, "array element \(count - 1): \(error.description)"))
+                            try session.reject(IngestError(file: file, line: errLine, field: error.field.map { "[\(count - 1)]" + ($0.hasPrefix("[") ? "" : ".") + $0 },
+                                                           "array element \(count - 1): \(error.description)"))
                             return
                         }
                         try session.record(file: file, line: line, savepoint: savepoint) { try body(line, RawRecord(bytes: raw), value) }
@@ -129,9 +130,9 @@ enum RecordFiles {
                 let offset = raw.firstInvalidUTF8Offset() ?? 0
                 throw IngestError(file: file, line: lineOf(offset, in: raw), "not valid UTF-8; re-encode the file as UTF-8")
             }
-            switch JSONParser.result(raw) {
+            switch JSONParser.result(raw, refuseLoneSurrogates: true) {
             case .success(let value): return (text, value)
-            case .failure(let error): throw IngestError(file: file, line: lineOf(error.offset, in: raw), error.description)
+            case .failure(let error): throw IngestError(file: file, line: lineOf(error.offset, in: raw), field: error.field, error.description)
             }
         }
     }
@@ -153,18 +154,84 @@ enum RecordFiles {
         return text
     }
 
+    /// True when the text has a `\\u` escape of a UTF-16 surrogate (D800-DFFF): a fast scan
+    /// that sends only such texts on to the strict parser.
+    static func mayHoldSurrogateEscape(_ raw: UnsafeRawBufferPointer) -> Bool {
+        guard raw.count >= 6, let base = raw.baseAddress else { return false }
+        var i = 0
+        while i + 5 < raw.count {
+            guard let hit = memchr(base + i, 0x5C, raw.count - i - 5) else { return false }
+            let j = base.distance(to: UnsafeRawPointer(hit))
+            if raw[j + 1] == UInt8(ascii: "u"), raw[j + 2] | 0x20 == UInt8(ascii: "d") {
+                let c = raw[j + 3] | 0x20
+                if (c >= UInt8(ascii: "8") && c <= UInt8(ascii: "9")) || (c >= UInt8(ascii: "a") && c <= UInt8(ascii: "f")) { return true }
+            }
+            i = j + 2  // past "\\x": an escaped backslash is never the start of another escape
+        }
+        return false
+    }
+
     static func lineOf(_ offset: Int, in raw: UnsafeRawBufferPointer) -> Int {
         1 + raw.prefix(min(offset, raw.count)).filter { $0 == 0x0A }.count
     }
 
+    /// Refuses an input that is not a regular file (or a link to one) before it is opened:
+    /// opening a FIFO blocks until something writes to it — inside the ingest's transaction,
+    /// holding the warehouse's write lock — and a device or socket is no record file either.
     static func checkRegularFile(_ file: String) throws {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDir) else {
-            throw IngestError(file: file, "no such file")
+        var st = stat()
+        guard stat(file, &st) == 0 else {
+            let code = errno
+            if code == ENOENT || code == ENOTDIR { throw IngestError(file: file, "no such file") }
+            throw IngestError(file: file, "cannot read the file: \(String(cString: strerror(code)))")
         }
-        if isDir.boolValue { throw IngestError(file: file, "is a directory, expected a file") }
-        guard FileManager.default.isReadableFile(atPath: file) else {
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: break
+        case S_IFDIR: throw IngestError(file: file, "is a directory, expected a file")
+        case S_IFIFO: throw IngestError(file: file, "is a FIFO (named pipe), not a regular file; ingest reads files only: save the data to a file first")
+        case S_IFCHR, S_IFBLK: throw IngestError(file: file, "is a device, not a regular file; ingest reads files only")
+        case S_IFSOCK: throw IngestError(file: file, "is a socket, not a regular file; ingest reads files only")
+        default: throw IngestError(file: file, "is not a regular file; ingest reads files only")
+        }
+        guard access(file, R_OK) == 0 else {
             throw IngestError(file: file, "cannot read the file (permission denied)")
+        }
+    }
+
+    /// True when the (regular) file holds anything but whitespace.
+    static func hasContent(_ file: String) throws -> Bool {
+        let reader = try FileHandleReader(path: file, chunkSize: 1 << 16)
+        defer { reader.close() }
+        while let chunk = try reader.next() {
+            if chunk.contains(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) { return true }
+        }
+        return false
+    }
+
+    /// The inputs of one ingest, checked before its write transaction opens: each file with
+    /// `checkRegularFile`; each folder's entries (down to `depth` levels) that are not regular
+    /// files or folders are refused by name — a FIFO among them would hang the ingest.
+    static func checkInputs(files: [String] = [], folders: [String] = [], depth: Int = 3) throws {
+        // A missing file is the command's to explain, in its own order of checks.
+        for f in files where FileManager.default.fileExists(atPath: f) { try checkRegularFile(f) }
+        func walk(_ dir: String, _ level: Int) throws {
+            guard level <= depth, let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+            for name in names.sorted() {
+                let path = (dir as NSString).appendingPathComponent(name)
+                var st = stat()
+                guard stat(path, &st) == 0 else { continue }  // a dangling link is never read
+                switch st.st_mode & S_IFMT {
+                case S_IFREG: continue
+                case S_IFDIR: try walk(path, level + 1)
+                default: try checkRegularFile(path)
+                }
+            }
+        }
+        for d in folders {
+            // A missing folder, or a regular file given as one, is the command's to explain.
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: d, isDirectory: &isDir) else { continue }
+            if isDir.boolValue { try walk(d, 1) } else { try checkRegularFile(d) }
         }
     }
 }
@@ -240,8 +307,7 @@ final class FileHandleReader {
 
     init(path: String, chunkSize: Int = 4 << 20) throws {
         self.path = path
-        fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw FileError.cannotOpen(path, errno: errno) }
+        fd = try FileError.openRegular(path)
         buffer = [UInt8](repeating: 0, count: chunkSize)
     }
 

@@ -2,6 +2,9 @@
 public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public let offset: Int
     public let reason: String
+    /// The path of the value the error is in (`messages[0].content`), when it was worked out:
+    /// for errors inside a well-formed text, such as a lone surrogate escape.
+    public var field: String? = nil
     public var description: String {
         reason == Self.invalidUTF8 ? "not valid UTF-8 (byte \(offset + 1)); re-encode the file as UTF-8"
             : "malformed JSON at byte \(offset + 1): \(reason)"
@@ -15,13 +18,19 @@ public struct JSONParser: ~Copyable {
     private let bytes: UnsafeRawBufferPointer
     private var pos = 0
     private var depth = 0
+    private let refuseLoneSurrogates: Bool
     private static let maxDepth = 512
 
-    private init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+    private init(_ bytes: UnsafeRawBufferPointer, refuseLoneSurrogates: Bool) {
+        self.bytes = bytes
+        self.refuseLoneSurrogates = refuseLoneSurrogates
+    }
 
-    /// Parses one JSON value that must fill `bytes` (surrounding whitespace allowed).
-    public static func parse(_ bytes: UnsafeRawBufferPointer) throws(JSONParseError) -> JSONValue {
-        var parser = JSONParser(bytes)
+    /// Parses one JSON value that must fill `bytes` (surrounding whitespace allowed). A lone
+    /// surrogate escape (`"\ud800"`) becomes U+FFFD, or with `refuseLoneSurrogates` (record
+    /// files, whose text is stored as read) fails with the field it is in.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, refuseLoneSurrogates: Bool = false) throws(JSONParseError) -> JSONValue {
+        var parser = JSONParser(bytes, refuseLoneSurrogates: refuseLoneSurrogates)
         parser.skipWhitespace()
         let value = try parser.parseValue()
         parser.skipWhitespace()
@@ -41,8 +50,8 @@ public struct JSONParser: ~Copyable {
     }
 
     /// `parse` as a `Result`, for callers inside closures that cannot carry a typed throw.
-    public static func result(_ bytes: UnsafeRawBufferPointer) -> Result<JSONValue, JSONParseError> {
-        do { return .success(try parse(bytes)) } catch { return .failure(error) }
+    public static func result(_ bytes: UnsafeRawBufferPointer, refuseLoneSurrogates: Bool = false) -> Result<JSONValue, JSONParseError> {
+        do { return .success(try parse(bytes, refuseLoneSurrogates: refuseLoneSurrogates)) } catch { return .failure(error) }
     }
 
     private func fail(_ reason: String) -> JSONParseError { JSONParseError(offset: pos, reason: reason) }
@@ -270,7 +279,12 @@ public struct JSONParser: ~Copyable {
             case UInt8(ascii: "r"): out.append(0x0D)
             case UInt8(ascii: "t"): out.append(0x09)
             case UInt8(ascii: "u"):
+                let escape = pos - 2
                 var scalar = try hex4()
+                // UTF-16 surrogates are only valid as a high-low pair (one character above
+                // U+FFFF). A lone one is no character: it becomes U+FFFD, or, for a record file
+                // whose text is stored as read (SQLite's JSON functions would turn the escape
+                // into invalid UTF-8 in the warehouse), an error where it stands.
                 if (0xD800...0xDBFF).contains(scalar) {
                     // A high surrogate: pair it with the low one that should follow.
                     if pos + 1 < bytes.count && bytes[pos] == UInt8(ascii: "\\") && bytes[pos + 1] == UInt8(ascii: "u") {
@@ -280,13 +294,16 @@ public struct JSONParser: ~Copyable {
                         if (0xDC00...0xDFFF).contains(low) {
                             scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                         } else {
+                            if refuseLoneSurrogates { throw loneSurrogate(scalar, at: escape) }
                             pos = save
                             scalar = 0xFFFD
                         }
                     } else {
+                        if refuseLoneSurrogates { throw loneSurrogate(scalar, at: escape) }
                         scalar = 0xFFFD
                     }
                 } else if (0xDC00...0xDFFF).contains(scalar) {
+                    if refuseLoneSurrogates { throw loneSurrogate(scalar, at: escape) }
                     scalar = 0xFFFD
                 }
                 let unicode = Unicode.Scalar(scalar) ?? "\u{FFFD}"
@@ -297,6 +314,59 @@ public struct JSONParser: ~Copyable {
             }
         }
         throw fail("unterminated string (truncated record?)")
+    }
+
+    private func loneSurrogate(_ scalar: UInt32, at offset: Int) -> JSONParseError {
+        let hex = String(scalar, radix: 16)
+        let kind = scalar < 0xDC00 ? "high surrogate without the low one after it" : "low surrogate without a high one before it"
+        return JSONParseError(offset: offset,
+                              reason: "a lone \\u\(hex) escape (a UTF-16 \(kind)) is not a character; fix the text that produced it (a string cut in the middle of an emoji?)",
+                              field: Self.path(to: offset, in: bytes))
+    }
+
+    /// The path (`messages[1].content`, `[3].name`) of the value at `offset` of a text that is
+    /// well formed up to there. Only for error messages: it rescans the text from the start.
+    static func path(to offset: Int, in bytes: UnsafeRawBufferPointer) -> String? {
+        enum Frame { case object(String?), array(Int) }
+        var stack: [Frame] = []
+        var expectingKey = false
+        var i = 0
+        let end = min(offset, bytes.count)
+        scan: while i < end {
+            switch bytes[i] {
+            case UInt8(ascii: "{"): stack.append(.object(nil)); expectingKey = true
+            case UInt8(ascii: "["): stack.append(.array(0)); expectingKey = false
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): if !stack.isEmpty { stack.removeLast() }
+            case UInt8(ascii: ","):
+                switch stack.last {
+                case .array(let n)?: stack[stack.count - 1] = .array(n + 1)
+                case .object?: expectingKey = true
+                case nil: break
+                }
+            case UInt8(ascii: "\""):
+                var j = i + 1
+                while j < bytes.count && bytes[j] != UInt8(ascii: "\"") { j += bytes[j] == UInt8(ascii: "\\") ? 2 : 1 }
+                if j >= end { break scan }  // the offset is inside this string
+                if expectingKey, case .object? = stack.last {
+                    let raw = UnsafeRawBufferPointer(rebasing: bytes[i...j])
+                    let key = (try? JSONParser.parse(raw))?.stringValue ?? String(decoding: raw.dropFirst().dropLast(), as: UTF8.self)
+                    stack[stack.count - 1] = .object(key)
+                    expectingKey = false
+                }
+                i = j
+            default: break
+            }
+            i += 1
+        }
+        var path = ""
+        for frame in stack {
+            switch frame {
+            case .object(let key?): path += path.isEmpty ? key : "." + key
+            case .object(nil): break
+            case .array(let n): path += "[\(n)]"
+            }
+        }
+        return path.isEmpty ? nil : path
     }
 
     private mutating func hex4() throws(JSONParseError) -> UInt32 {

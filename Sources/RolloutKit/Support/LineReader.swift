@@ -20,8 +20,7 @@ public struct LineReader {
     /// Calls `body` for each line; returns the number of lines read.
     @discardableResult
     public func forEachLine(_ body: (Line) throws -> Void) throws -> Int {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw FileError.cannotOpen(path, errno: errno) }
+        let fd = try FileError.openRegular(path)
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: chunkSize)
         var filled = 0
@@ -72,12 +71,28 @@ public struct LineReader {
 public enum FileError: Error, CustomStringConvertible {
     case cannotOpen(String, errno: Int32)
     case cannotRead(String, errno: Int32)
+    case notRegular(String)
 
     public var description: String {
         switch self {
         case .cannotOpen(let path, let e): "\(path): cannot open: \(String(cString: strerror(e)))"
         case .cannotRead(let path, let e): "\(path): cannot read: \(String(cString: strerror(e)))"
+        case .notRegular(let path): "\(path): not a regular file (a FIFO, a device or a socket); only files are read"
         }
+    }
+
+    /// Opens `path` for reading, refusing anything but a regular file without waiting: a FIFO
+    /// is opened non-blocking (a plain open would wait for a writer), checked, and closed.
+    static func openRegular(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError.cannotOpen(path, errno: errno) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            close(fd)
+            throw FileError.notRegular(path)
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        return fd
     }
 }
 

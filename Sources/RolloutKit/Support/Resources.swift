@@ -24,8 +24,7 @@ public enum BundledFiles {
         let prefix = folder.hasSuffix("/") ? folder : folder + "/"
         for path in paths(under: folder) {
             let target = destination.appending(path: String(path.dropFirst(prefix.count)))
-            try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try data(path)!.write(to: target, options: .atomic)
+            try OutputTarget.write(Array(data(path)!), to: target.path)
         }
     }
 }
