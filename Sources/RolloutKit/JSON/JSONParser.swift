@@ -7,6 +7,7 @@ public struct JSONParseError: Error, Sendable, CustomStringConvertible {
     public var field: String? = nil
     public var description: String {
         reason == Self.invalidUTF8 ? "not valid UTF-8 (byte \(offset + 1)); re-encode the file as UTF-8"
+            : field != nil ? "at byte \(offset + 1): \(reason)"  // well-formed JSON, bad content
             : "malformed JSON at byte \(offset + 1): \(reason)"
     }
     static let invalidUTF8 = "invalid UTF-8"
