@@ -81,7 +81,8 @@ public enum LocalBatchRunner {
         let todo = selected.filter { !done.contains($0.id) }
         report.alreadyDone = selected.count - todo.count
 
-        let fd = open(o.outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        // Checked above to be a regular file or nothing; O_NOFOLLOW keeps a link made since out.
+        let fd = open(o.outputPath, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw BatchError("cannot write \(o.outputPath): \(String(cString: strerror(errno)))") }
         defer { fsync(fd); close(fd) }
         let input = open(o.input, O_RDONLY)
