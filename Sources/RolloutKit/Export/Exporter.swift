@@ -289,7 +289,8 @@ private final class Exporter {
             if exists && !isDir.boolValue {
                 throw ExportError("--out \(options.out): deepresearch writes iter{k}.jsonl files into a folder, and this is a file")
             }
-            // The iter{k}.jsonl files inside are checked as they are opened, before anything is recorded.
+            // The iter{k}.jsonl files inside are checked as they are opened, before any `exports`
+            // row is written (labels made by --label-missing come before that).
             return
         } else if exists && isDir.boolValue {
             throw ExportError("--out \(options.out) is a folder; give a file name (e.g. \(options.out)/\(options.format.rawValue).jsonl)")
