@@ -134,7 +134,7 @@ struct MigrationHistoryTests {
         "0005_export.sql": "2c8d4f45dec49d790c83258bf63280e9c49fba0e960005278c97bf016a70c413",
         "0007_batch.sql": "1c6672d273315909edf48a28cfbd2a694940908b3b30ac7155fb2266a0f7347b",
         "0008_viewer.sql": "abdbf07dcd15baa8ec682eaf58b49823bb180d8cb303611caf5697cc406366e4",
-        "0009_migration_history.sql": "PIN_0009",
+        "0009_migration_history.sql": "fcc79592946bdd4b9049142625f93a0f6c2d9311fe4ccdd8fc3d628d099fcb51",
     ]
 
     @Test func landedMigrationsAreNeverEdited() throws {
@@ -222,7 +222,8 @@ struct MigrationHistoryTests {
         func shape(_ w: Warehouse) throws -> [String] {
             try w.writer.read { db in try SchemaRepair.objects(db).map { "\($0.type) \($0.name): \(SchemaRepair.normalize($0.sql))" }.sorted() }
         }
-        let (got, want) = (try shape(w), try shape(today))
+        let got = try shape(w)
+        let want = try shape(today)
         #expect(got == want, "differs: \(Set(got).symmetricDifference(want).sorted())")
 
         // The rows, as they were.
@@ -277,10 +278,9 @@ struct MigrationHistoryTests {
         let pool = try DatabasePool(path: path)
         try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA application_id = \(Warehouse.applicationID)") }
         var migrator = DatabaseMigrator()
-        var recorded: [(String, String)] = []
+        let recorded = try dev.files.map { ($0.identifier, Hashing.sha256Hex(try SchemaHistory.sql($0.file))) }
         for f in dev.files {
             let sql = try SchemaHistory.sql(f.file)
-            recorded.append((f.identifier, Hashing.sha256Hex(sql)))
             migrator.registerMigration(f.identifier) { db in try db.execute(sql: sql) }
         }
         let history = try #require(MigrationFile.bundled.first { $0.identifier == "0009_migration_history" })
@@ -301,10 +301,10 @@ struct MigrationHistoryTests {
 
         // The CLI says the same, and changes nothing.
         if FileManager.default.isExecutableFile(atPath: CLITests.binary) {
-            let before = try Data(contentsOf: URL(fileURLWithPath: path))
+            let before = try Self.contents(path)
             let (code, _, err) = try EvalFixtures.run(CLITests.binary, ["stats", "--db", path], in: tmp.url)
             #expect(code != 0 && err.contains("0008_viewer") && err.contains("rollout db repair"), "\(err)")
-            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
+            #expect(try Self.contents(path) == before)
 
             let (fixed, out, fixErr) = try EvalFixtures.run(CLITests.binary, ["db", "repair", "--db", path], in: tmp.url)
             #expect(fixed == 0, "\(fixErr)")
@@ -322,6 +322,20 @@ struct MigrationHistoryTests {
         #expect(try w.int("SELECT count(*) FROM message_search WHERE message_search MATCH 'zebracorn*'") == 12)
         try w.writer.write { db in
             try db.execute(sql: "INSERT INTO message_search(message_search, rank) VALUES ('integrity-check', 1)")
+        }
+    }
+
+    /// The schema, the migration records and the rows of the file, read without writing.
+    static func contents(_ path: String) throws -> [String] {
+        var config = Configuration()
+        config.readonly = true
+        let q = try DatabaseQueue(path: path, configuration: config)
+        defer { try? q.close() }
+        return try q.read { db in
+            try String.fetchAll(db, sql: "SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_master ORDER BY name")
+                + String.fetchAll(db, sql: "SELECT identifier || ' ' || sha256 FROM schema_migrations ORDER BY 1")
+                + String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY 1")
+                + [String(try Int.fetchOne(db, sql: "PRAGMA user_version") ?? -1), String(try Int.fetchOne(db, sql: "SELECT count(*) FROM messages") ?? -1)]
         }
     }
 

@@ -107,7 +107,7 @@ public enum SchemaRepair {
     /// stored columns (name → generated?).
     struct Shape {
         var objects: [Object]
-        var columns: [String: [(name: String, type: String, notNull: Bool, hasDefault: Bool, pk: Int, generated: Bool)]]
+        var columns: [String: [Column]]
     }
 
     static func shape(of files: [MigrationFile]) throws -> Shape {
@@ -115,7 +115,7 @@ public enum SchemaRepair {
         return try scratch.writeWithoutTransaction { db in
             for file in files { try db.execute(sql: file.sql) }
             let objects = try objects(db)
-            var columns: [String: [(name: String, type: String, notNull: Bool, hasDefault: Bool, pk: Int, generated: Bool)]] = [:]
+            var columns: [String: [Column]] = [:]
             for o in objects where o.type == "table" { columns[o.name] = try tableColumns(db, o.name) }
             return Shape(objects: objects, columns: columns)
         }
@@ -134,11 +134,21 @@ public enum SchemaRepair {
         }
     }
 
-    static func tableColumns(_ db: Database, _ table: String) throws
-        -> [(name: String, type: String, notNull: Bool, hasDefault: Bool, pk: Int, generated: Bool)] {
+    /// A table column as `PRAGMA table_xinfo` describes it.
+    struct Column {
+        let name: String
+        let type: String
+        let notNull: Bool
+        let hasDefault: Bool
+        let pk: Int
+        /// A generated column (hidden 2 or 3): never inserted.
+        let generated: Bool
+    }
+
+    static func tableColumns(_ db: Database, _ table: String) throws -> [Column] {
         try Row.fetchAll(db, sql: "SELECT name, type, \"notnull\", dflt_value IS NOT NULL, pk, hidden FROM pragma_table_xinfo(?)",
                          arguments: [table]).map { row in
-            (name: row[0], type: row[1], notNull: row[2], hasDefault: row[3], pk: row[4], generated: (row[5] as Int) >= 2)
+            Column(name: row[0], type: row[1], notNull: row[2], hasDefault: row[3], pk: row[4], generated: (row[5] as Int) >= 2)
         }
     }
 
@@ -149,7 +159,8 @@ public enum SchemaRepair {
         for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
             var text = Substring(line)
             if let dash = line.range(of: "--") { text = line[..<dash.lowerBound] }
-            out += text + " "
+            out += String(text)
+            out += " "
         }
         return out.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).joined(separator: " ")
     }
@@ -264,7 +275,7 @@ public enum SchemaRepair {
     /// (legacy rename, so other tables' foreign keys and triggers keep naming `table`), the new
     /// one made from the target's SQL exactly, rows copied column by column, the old dropped.
     private static func rebuild(_ db: Database, table o: Object,
-                                columns: [(name: String, type: String, notNull: Bool, hasDefault: Bool, pk: Int, generated: Bool)],
+                                columns: [Column],
                                 live: inout [String: Object]) throws {
         let aside = "\(o.name)_before_repair"
         let oldColumns = try tableColumns(db, o.name).filter { !$0.generated }.map(\.name)

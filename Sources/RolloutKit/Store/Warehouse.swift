@@ -158,8 +158,9 @@ public struct Warehouse: Sendable {
     /// Applied migrations whose recorded hash is not the hash of this binary's file (or that
     /// have no record although the warehouse keeps records).
     static func checksumMismatches(_ db: Database, applied: [String]) throws -> [String] {
-        guard applied.contains(historyMigration) || (try db.tableExists("schema_migrations")) else { return [] }
-        guard try db.tableExists("schema_migrations") else { return applied }
+        let keepsRecords = try db.tableExists("schema_migrations")
+        guard applied.contains(historyMigration) || keepsRecords else { return [] }
+        guard keepsRecords else { return applied }
         let recorded = Dictionary(try Row.fetchAll(db, sql: "SELECT identifier, sha256 FROM schema_migrations")
             .map { ($0[0] as String, $0[1] as String) }, uniquingKeysWith: { a, _ in a })
         let known = Dictionary(MigrationFile.bundled.map { ($0.identifier, $0.sha256) }, uniquingKeysWith: { a, _ in a })
@@ -246,15 +247,16 @@ public struct Warehouse: Sendable {
 
     public func status() throws -> Status {
         try writer.read { db in
-            Status(path: path ?? ":memory:",
+            let checksums = try db.tableExists("schema_migrations")
+                ? Int.fetchOne(db, sql: "SELECT count(*) FROM schema_migrations") ?? 0 : 0
+            return Status(path: path ?? ":memory:",
                    applied: try Self.migrator().appliedMigrations(db),
                    known: Self.knownMigrations,
                    journalMode: try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "?",
                    sqliteVersion: try String.fetchOne(db, sql: "SELECT sqlite_version()") ?? "?",
                    pageCount: try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0,
                    pageSize: try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0,
-                   checksums: try db.tableExists("schema_migrations")
-                       ? try Int.fetchOne(db, sql: "SELECT count(*) FROM schema_migrations") ?? 0 : 0)
+                   checksums: checksums)
         }
     }
 }
