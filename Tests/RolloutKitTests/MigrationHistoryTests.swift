@@ -356,6 +356,19 @@ struct MigrationHistoryTests {
         #expect(try Warehouse.open(path: path).status().checksums == Warehouse.knownMigrations.count)
     }
 
+    /// Each warehouse keeps its own migration records: a merge neither copies nor reports them.
+    @Test func mergeLeavesMigrationRecordsAlone() throws {
+        let tmp = try TempDir()
+        let source = try Warehouse.open(path: tmp.file("a.db"))
+        _ = try source.ingestTau2(directory: Fixture.path("tau2/mock"))
+        try (source.writer as? DatabasePool)?.close()
+        let w = try Warehouse.open(path: tmp.file("b.db"))
+        let before = try w.strings("SELECT identifier || sha256 || applied_at FROM schema_migrations ORDER BY 1")
+        let report = try w.merge(from: tmp.file("a.db"))
+        #expect(!report.notMerged.contains { $0.contains("schema_migrations") }, "\(report.notMerged)")
+        #expect(try w.strings("SELECT identifier || sha256 || applied_at FROM schema_migrations ORDER BY 1") == before)
+    }
+
     /// A command that does not create a warehouse leaves an empty file, or an empty SQLite
     /// database, exactly as it was (before: `rollout stats` made it a warehouse).
     @Test func readOnlyCommandsNeverCreateOrConvert() throws {

@@ -189,7 +189,15 @@ public struct Warehouse: Sendable {
         }
         // Writes only when a migration is due, so opening a current warehouse changes nothing.
         guard applied < migrator.migrations.count else { return }
-        try Self.migrator(fresh: applied == 0).migrate(writer)
+        do {
+            try Self.migrator(fresh: applied == 0).migrate(writer)
+        } catch let error as DatabaseError {
+            // Each migration is one transaction: the failed one left nothing behind.
+            throw WarehouseError(.upgrade, path: where_,
+                                 "cannot bring the warehouse to this rollout's schema (\(error.message ?? "SQLite error \(error.resultCode.rawValue)")); the migration that failed wrote nothing, the ones before it stay applied")
+        } catch let error as SchemaRepairError {
+            throw WarehouseError(.upgrade, path: where_, error.description)
+        }
         try writer.barrierWriteWithoutTransaction { db in
             try db.execute(sql: "PRAGMA user_version = \(migrator.migrations.count)")
         }
@@ -263,7 +271,7 @@ public struct Warehouse: Sendable {
 
 /// A database that cannot be used as a warehouse.
 public struct WarehouseError: Error, CustomStringConvertible {
-    enum Code { case missing, unreadable, notOurs, newer, checksum }
+    enum Code { case missing, unreadable, notOurs, newer, checksum, upgrade }
     let code: Code
     public let path: String
     public let reason: String
