@@ -104,7 +104,7 @@ public enum SchemaRepair {
     }
 
     /// The objects `files` make on an empty database, in creation order, with each table's
-    /// stored columns (name → generated?).
+    /// columns.
     struct Shape {
         var objects: [Object]
         var columns: [String: [Column]]
@@ -121,8 +121,8 @@ public enum SchemaRepair {
         }
     }
 
-    /// Schema objects with SQL, shadow tables of virtual tables and GRDB's and our own
-    /// bookkeeping left out (they are not made by the files' statements).
+    /// Schema objects with SQL, in creation order; the shadow tables of virtual tables and
+    /// GRDB's grdb_migrations left out (no file's statement makes them).
     static func objects(_ db: Database) throws -> [Object] {
         let shadows = Set(try String.fetchAll(db, sql: "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'shadow'"))
         return try Row.fetchAll(db, sql: """
@@ -167,12 +167,19 @@ public enum SchemaRepair {
 
     /// What a reconcile changed, for `rollout db repair` to print.
     public struct Changes: Sendable {
+        /// Tables of another shape, made anew with their rows.
         public var rebuilt: [String] = []
+        /// Tables, indexes, views and triggers that were missing.
         public var created: [String] = []
+        /// Virtual tables, indexes, views and triggers whose definition differed.
         public var replaced: [String] = []
+        /// Objects of earlier versions that today's schema no longer has.
         public var dropped: [String] = []
+        /// Counter tables filled again from their base tables.
         public var recounted: [String] = []
+        /// The full-text index was emptied for the indexer to redo.
         public var searchReset = false
+        /// Nothing needed changing.
         public var isEmpty: Bool {
             rebuilt.isEmpty && created.isEmpty && replaced.isEmpty && dropped.isEmpty && recounted.isEmpty && !searchReset
         }
