@@ -83,7 +83,7 @@ struct Query: ParsableCommand {
 
 struct DB: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "db", abstract: "Where the warehouse is and its schema version.", subcommands: [Path.self, Status.self, Schema.self])
+        commandName: "db", abstract: "Where the warehouse is and its schema version.", subcommands: [Path.self, Status.self, Schema.self, Repair.self])
 
     struct Path: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the warehouse's path.")
@@ -109,6 +109,7 @@ struct DB: ParsableCommand {
             print("path:           \(s.path)")
             print("schema version: \(s.applied.count) (\(s.applied.last ?? "none"))\(s.upToDate ? ", up to date" : ", this binary knows \(s.known.count)")")
             print("migrations:     \(s.applied.joined(separator: ", "))")
+            print("checksums:      \(s.checksums == 0 ? "none recorded yet" : "\(s.checksums) recorded, all match this binary's schema files")")
             print("journal mode:   \(s.journalMode)")
             print("sqlite:         \(s.sqliteVersion)")
             print("size:           \(s.bytes) bytes (\(s.pageCount) pages of \(s.pageSize))")
@@ -117,6 +118,24 @@ struct DB: ParsableCommand {
 }
 
 extension DB {
+    struct Repair: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Bring a warehouse made by another version of the schema files to this binary's schema, data kept.",
+            discussion: """
+                For a warehouse whose recorded migration checksums differ from this binary's files (made by a \
+                build with an edited migration): tables of another shape are rebuilt with their rows, indexes, \
+                views and triggers replaced, counters recounted, the search index emptied for `rollout serve` \
+                to rebuild; then today's checksums are recorded and any due migration applied.
+                """)
+        @OptionGroup var warehouse: WarehouseOptions
+
+        func run() throws {
+            let changes = try reporting { try Warehouse.repair(path: warehouse.path) }
+            print("\(warehouse.path): " + (changes.isEmpty ? "already in this binary's schema; checksums recorded" : "repaired"))
+            for line in changes.lines { print("  \(line)") }
+        }
+    }
+
     struct Schema: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the schema this binary creates: every migration, with its comments.")

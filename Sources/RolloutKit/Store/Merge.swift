@@ -177,7 +177,9 @@ private final class MergeJob {
                                        "tools", "tasks", "repo_structures", "models", "runs", "rollouts", "messages",
                                        "tool_calls", "llm_calls", "grades", "run_domains", "run_tasks", "graders",
                                        // kept by triggers on grades and rollouts: right by construction
-                                       "grade_counts"]
+                                       "grade_counts",
+                                       // each warehouse records the migrations it was made with
+                                       "schema_migrations"]
     static let skipped: [(table: String, why: String)] = [
         ("scores", "stored evaluation tables; compute them again on the merged warehouse"),
         ("exports", "records of files written on the input's machine"),
