@@ -1,4 +1,5 @@
 import Foundation
+import RolloutKit
 
 /// HTML whose interpolated strings are escaped unless they are `Markup` themselves, so text
 /// from the warehouse (model output, tool results, run names: all untrusted) can only ever
@@ -41,10 +42,14 @@ struct Markup: ExpressibleByStringInterpolation, Sendable {
     }
 }
 
-/// Escapes the five characters that matter in HTML text and in quoted attribute values.
+/// Escapes the five characters that matter in HTML text and in quoted attribute values, and
+/// writes control characters and bidirectional overrides and isolates as visible `<U+202E>`
+/// markers (see `VisibleText`): text from the warehouse must neither reorder the page around
+/// it nor hide in it. Line feeds, tabs and carriage returns stay (they are only whitespace here).
 func escapeHTML(_ s: String) -> String {
     var needs = false
-    for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27 {
+    for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27
+        || (b < 0x20 && b != 0x0A && b != 0x09 && b != 0x0D) || b == 0x7F || b == 0xC2 || b == 0xE2 {
         needs = true
         break
     }
@@ -58,7 +63,12 @@ func escapeHTML(_ s: String) -> String {
         case ">": out += "&gt;"
         case "\"": out += "&quot;"
         case "'": out += "&#39;"
-        default: out.unicodeScalars.append(ch)
+        default:
+            if VisibleText.needsMarker(ch, keepCarriageReturn: true) {
+                out += VisibleText.codePoint(ch).replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            } else {
+                out.unicodeScalars.append(ch)
+            }
         }
     }
     return out
