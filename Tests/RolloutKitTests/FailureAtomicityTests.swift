@@ -70,6 +70,9 @@ struct FailureAtomicityTests {
         Case("grade: unknown grader", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "nosuchkind"]),
         Case("grade: llm-judge of an unknown run", ["grade", "--db", "DB", "--run", "nosuch", "--grader", "llm-judge", "--judge-model", "mock/judge"]),
         Case("grade: llm-judge with an unknown model", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "llm-judge", "--judge-model", "nosuch/judge"]),
+        Case("grade: llm-judge whose key is not set", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "llm-judge", "--judge-model", "openai/gpt-4o"]),
+        Case("chat: unknown model", ["chat", "--db", "DB", "nosuch/model", "hi"]),
+        Case("chat: a model whose key is not set", ["chat", "--db", "DB", "openai/gpt-4o", "hi"]),
         Case("grade: bad option value", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "reward", "--concurrency", "0"]),
         Case("export: --where that does not compile", ["export", "--db", "DB", "--run", "quickstart", "--format", "openai-ft",
                                                       "--where", "nosuchcol = 1", "--out", "x.jsonl"]),
@@ -107,6 +110,26 @@ struct FailureAtomicityTests {
         Case("agentless repair: missing localize batch", ["agentless", "bugfix", "repair", "--db", "DB", "--name", "p"]),
     ]
 
+    /// Runs the binary with no API keys in its environment (the cases that name a real
+    /// provider must fail on the missing key, never reach the network) and no $ROLLOUT_DB.
+    static func rollout(_ arguments: [String], in directory: URL) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.binary)
+        p.arguments = arguments
+        p.currentDirectoryURL = directory
+        var environment = ProcessInfo.processInfo.environment
+        for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "ROLLOUT_DB"] { environment[key] = nil }
+        p.environment = environment
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: e, as: UTF8.self))
+    }
+
     /// Schema, user_version and every row of every real table (sqlite_sequence and FTS5
     /// shadow tables included), as text.
     static func dump(_ path: String) throws -> [String] {
@@ -136,7 +159,7 @@ struct FailureAtomicityTests {
         defer { try? FileManager.default.removeItem(atPath: setup.dir.file(copy)) }
         let before = try Self.dump(setup.dir.file(copy))
         let arguments = c.arguments.map { $0 == "DB" ? copy : $0 }
-        let (status, _, err) = try EvalFixtures.run(CLITests.binary, arguments, in: setup.dir.url)
+        let (status, err) = try Self.rollout(arguments, in: setup.dir.url)
         #expect(status != 0, "\(c.name): exited 0")
         let message = err.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(message.hasPrefix("Error: "), "\(c.name): \(err)")

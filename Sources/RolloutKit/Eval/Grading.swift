@@ -126,7 +126,9 @@ extension Warehouse {
         if definition.kind == .llmJudge {
             // The judge must be callable before a version is registered for it.
             guard let client = options.client else { throw GradeError("the llm-judge grader needs a model client") }
-            _ = try client.registry.resolve(definition.string("model") ?? "", keyPath: "model")
+            let entry = try client.registry.resolve(definition.string("model") ?? "", keyPath: "model")
+            // Its key and address too: an unset ${VAR} is refused before anything is written.
+            _ = try Endpoint(entry: entry)
         }
         if definition.kind == .sql { try await dryRunExpression(run: run, definition: definition) }
         let (runID, version, isNew, componentVersions) = try await register(run: run, definition: definition, registry: options.client?.registry)
