@@ -73,6 +73,13 @@ struct FailureAtomicityTests {
         Case("grade: llm-judge whose key is not set", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "llm-judge", "--judge-model", "openai/gpt-4o"]),
         Case("chat: unknown model", ["chat", "--db", "DB", "nosuch/model", "hi"]),
         Case("chat: a model whose key is not set", ["chat", "--db", "DB", "openai/gpt-4o", "hi"]),
+        Case("quickstart: --examples is a file", ["quickstart", "--db", "DB", "--examples", "garbage.jsonl"]),
+        Case("quickstart: --examples under a file", ["quickstart", "--db", "DB", "--examples", "garbage.jsonl/ex"]),
+        Case("ingest swebench: not JSON", ["ingest", "swebench", "--db", "DB", "garbage.jsonl", "--dataset", "s"]),
+        Case("ingest repo-structures: wrong layout", ["ingest", "repo-structures", "--db", "DB", "emptydir"]),
+        Case("batch submit: unknown batch", ["batch", "submit", "--db", "DB", "nosuch"]),
+        Case("tools sync: unknown server", ["tools", "sync", "--db", "DB", "nosuch"]),
+        Case("agentless localize: no SWE-bench data", ["agentless", "bugfix", "localize", "--db", "DB", "--name", "p", "--model", "m"]),
         Case("grade: bad option value", ["grade", "--db", "DB", "--run", "quickstart", "--grader", "reward", "--concurrency", "0"]),
         Case("export: --where that does not compile", ["export", "--db", "DB", "--run", "quickstart", "--format", "openai-ft",
                                                       "--where", "nosuchcol = 1", "--out", "x.jsonl"]),
@@ -163,7 +170,8 @@ struct FailureAtomicityTests {
         #expect(status != 0, "\(c.name): exited 0")
         let message = err.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(message.hasPrefix("Error: "), "\(c.name): \(err)")
-        for hidden in ["SELECT ", "INSERT ", "while executing", "SQLite error", "/.build/", "Fatal error", "DatabaseError", "GRDB"] {
+        for hidden in ["SELECT ", "INSERT ", "while executing", "SQLite error", "/.build/", "Fatal error", "DatabaseError", "GRDB",
+                       "NSCocoaErrorDomain", "UserInfo="] {
             #expect(!message.contains(hidden), "\(c.name): the message shows \(hidden): \(message)")
         }
         let after = try Self.dump(setup.dir.file(copy))
