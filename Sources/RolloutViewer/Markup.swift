@@ -48,12 +48,11 @@ struct Markup: ExpressibleByStringInterpolation, Sendable {
 /// it nor hide in it. Line feeds, tabs and carriage returns stay (they are only whitespace here).
 func escapeHTML(_ s: String) -> String {
     var needs = false
-    for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27
-        || (b < 0x20 && b != 0x0A && b != 0x09 && b != 0x0D) || b == 0x7F || b == 0xC2 || b == 0xE2 {
+    for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27 {
         needs = true
         break
     }
-    guard needs else { return s }
+    guard needs || VisibleText.mayNeedMarker(s, carriageReturn: false) else { return s }
     var out = ""
     out.reserveCapacity(s.utf8.count + 16)
     for ch in s.unicodeScalars {

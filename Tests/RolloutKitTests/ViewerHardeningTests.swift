@@ -150,6 +150,11 @@ struct TerminalTextTests {
         #expect(VisibleText.terminal("x\u{0}y\u{7F}z\u{9B}") == "x\\u{0}y\\u{7F}z\\u{9B}")
         #expect(VisibleText.terminal("line\nnext\ttab — é") == "line\nnext\ttab — é")
         #expect(VisibleText.terminal("over\rwrite") == "over\\rwrite")
+        // The byte scan answers exactly: ordinary punctuation near the bidi controls is plain.
+        #expect(!VisibleText.mayNeedMarker("— … ’ “ ” é ü ‐ \u{2065} \u{202F} \u{A0}"))
+        for c in ["\u{202A}", "\u{202E}", "\u{2066}", "\u{2069}", "\u{80}", "\u{9F}", "\u{1F}", "\u{7F}", "\r"] {
+            #expect(VisibleText.mayNeedMarker("a" + c + "b"), "\(c.unicodeScalars.first!.value)")
+        }
     }
 
     @Test func queryTablesAndErrorsShowEscapesAsText() throws {

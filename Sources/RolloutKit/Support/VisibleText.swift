@@ -17,11 +17,26 @@ public enum VisibleText {
         }
     }
 
-    /// Whether any scalar of `s` needs a marker, scanning bytes (fast for plain ASCII text).
-    static func mayNeedMarker(_ s: String) -> Bool {
-        for b in s.utf8 where b < 0x20 || b == 0x7F || b == 0xC2 || b == 0xE2 {
-            if b == 0x0A || b == 0x09 { continue }
-            return true
+    /// Whether any scalar of `s` needs a marker (CR counting only when `carriageReturn`), read
+    /// from the UTF-8 bytes: plain text, and text with ordinary non-ASCII such as "—" or "é",
+    /// is answered without decoding.
+    public static func mayNeedMarker(_ s: String, carriageReturn: Bool = true) -> Bool {
+        var it = s.utf8.makeIterator()
+        while let b = it.next() {
+            switch b {
+            case 0x0A, 0x09: continue
+            case 0x0D: if carriageReturn { return true }
+            case 0x00...0x1F, 0x7F: return true
+            case 0xC2:
+                // U+0080–U+009F (C1) is C2 80–9F.
+                if let c = it.next(), (0x80...0x9F).contains(c) { return true }
+            case 0xE2:
+                // U+202A–U+202E is E2 80 AA–AE; U+2066–U+2069 is E2 81 A6–A9.
+                guard let c = it.next(), let d = it.next() else { return false }
+                if c == 0x80 && (0xAA...0xAE).contains(d) { return true }
+                if c == 0x81 && (0xA6...0xA9).contains(d) { return true }
+            default: continue
+            }
         }
         return false
     }
