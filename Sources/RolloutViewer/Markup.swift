@@ -1,4 +1,5 @@
 import Foundation
+import RolloutKit
 
 /// HTML whose interpolated strings are escaped unless they are `Markup` themselves, so text
 /// from the warehouse (model output, tool results, run names: all untrusted) can only ever
@@ -41,14 +42,17 @@ struct Markup: ExpressibleByStringInterpolation, Sendable {
     }
 }
 
-/// Escapes the five characters that matter in HTML text and in quoted attribute values.
+/// Escapes the five characters that matter in HTML text and in quoted attribute values, and
+/// writes control characters and bidirectional overrides and isolates as visible `<U+202E>`
+/// markers (see `VisibleText`): text from the warehouse must neither reorder the page around
+/// it nor hide in it. Line feeds, tabs and carriage returns stay (they are only whitespace here).
 func escapeHTML(_ s: String) -> String {
     var needs = false
     for b in s.utf8 where b == 0x26 || b == 0x3C || b == 0x3E || b == 0x22 || b == 0x27 {
         needs = true
         break
     }
-    guard needs else { return s }
+    guard needs || VisibleText.mayNeedMarker(s, carriageReturn: false) else { return s }
     var out = ""
     out.reserveCapacity(s.utf8.count + 16)
     for ch in s.unicodeScalars {
@@ -58,7 +62,12 @@ func escapeHTML(_ s: String) -> String {
         case ">": out += "&gt;"
         case "\"": out += "&quot;"
         case "'": out += "&#39;"
-        default: out.unicodeScalars.append(ch)
+        default:
+            if VisibleText.needsMarker(ch, keepCarriageReturn: true) {
+                out += VisibleText.codePoint(ch).replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+            } else {
+                out.unicodeScalars.append(ch)
+            }
         }
     }
     return out

@@ -84,6 +84,13 @@ enum SearchPage {
     /// How many of the words with a prefix (in word order) are weighed for the most frequent.
     static let expansionScan = 10_000
 
+    /// The most words, prefixes and phrases one search takes: each is its own FTS5 query over
+    /// a window, intersected by SQLite, and SQLite allows only so many parts in one statement
+    /// (a thousand words was an error). A dozen rare words already find one message.
+    static let maxTerms = 16
+    /// The longest search text, in characters.
+    static let maxQueryCharacters = 1_000
+
     /// The indexed words a prefix stands for, most frequent first, and whether there were more
     /// than `maxExpansion` of them. Nil when the prefix is not one word to the tokenizer (e.g.
     /// `e-mail*`), which FTS5 is left to match as a phrase prefix.
@@ -128,7 +135,13 @@ enum SearchPage {
             body += "<p class=\"muted\">Every word must appear (any order, accents ignored); \"quoted words\" must appear together; word* matches a prefix (its \(maxExpansion) most frequent words). Newest messages first.</p>"
             return Page(title: "Search", crumbs: [("search", nil)], body: body)
         }
+        guard q.count <= maxQueryCharacters else {
+            throw PageError(400, "the search text is \(q.count) characters long; at most \(maxQueryCharacters) are searched: shorten it")
+        }
         let terms = terms(q)
+        guard terms.count <= maxTerms else {
+            throw PageError(400, "the search has \(terms.count) words and phrases; at most \(maxTerms) are searched together: keep the rarest few (every word must match, so a few narrow as much)")
+        }
         var expansions: [String: [String]] = [:]
         for case .prefix(let p) in terms where expansions[p] == nil {
             guard let (words, more) = try expand(db, prefix: p) else { continue }

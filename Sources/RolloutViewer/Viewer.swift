@@ -134,9 +134,17 @@ public final class Viewer: Sendable {
         } catch let e as PageError {
             page = Self.errorPage(e)
         } catch {
-            page = Self.errorPage(PageError(500, "\(error)"))
+            page = internalError(error, request: request)
         }
         return html(page, start: start)
+    }
+
+    /// The page for a failure that is not the request's fault. Its text can hold SQL, paths
+    /// and data (a database error quotes its statement), so it goes to the server's log, and
+    /// the page says only that the page failed.
+    func internalError(_ error: any Error, request: Request) -> Page {
+        log(VisibleText.terminal("serve: \(request.method) \(request.uri.path) failed: \(error)"))
+        return Self.errorPage(PageError(500, "this page could not be shown because of an error inside the viewer; the terminal running `rollout serve` has the details"))
     }
 
     static func errorPage(_ e: PageError) -> Page {
@@ -185,7 +193,7 @@ public final class Viewer: Sendable {
         } catch let e as PageError {
             return html(Self.errorPage(e), start: start)
         } catch {
-            return html(Self.errorPage(PageError(500, "\(error)")), start: start)
+            return html(internalError(error, request: request), start: start)
         }
         var headers = HTTPFields()
         headers[.location] = Link("/rollouts/\(rolloutID)", [("reviewed", verdict)]).href + "#review"
@@ -204,15 +212,37 @@ public final class Viewer: Sendable {
         return diff == 0
     }
 
+    /// The name of a Host header that is exactly `name` or `name:port` (`[v6]` or `[v6]:port`
+    /// for IPv6), port all digits; nil for anything else (`127.0.0.1:1@evil.com`, spaces,
+    /// userinfo, paths), which no browser sends for a real address.
+    static func hostName(_ host: String) -> String? {
+        var name: Substring, rest: Substring
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            name = host[host.index(after: host.startIndex)..<close]
+            rest = host[host.index(after: close)...]
+        } else if let colon = host.firstIndex(of: ":") {
+            name = host[..<colon]
+            rest = host[colon...]
+        } else {
+            name = Substring(host)
+            rest = ""
+        }
+        if !rest.isEmpty {
+            let port = rest.dropFirst()
+            guard rest.first == ":", !port.isEmpty, port.count <= 5, port.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        }
+        let allowed: (Character) -> Bool = { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == "_" || $0 == ":") }
+        guard !name.isEmpty, name.allSatisfy(allowed) else { return nil }
+        // A colon belongs only inside brackets.
+        if !host.hasPrefix("["), name.contains(":") { return nil }
+        return name.lowercased()
+    }
+
     /// Whether `host` (a Host header) names this machine's loopback interface.
     static func isLoopbackName(_ host: String) -> Bool {
-        var name = host
-        if name.hasPrefix("[") {
-            name = String(name.dropFirst().prefix { $0 != "]" })
-        } else if let colon = name.lastIndex(of: ":") {
-            name = String(name[..<colon])
-        }
-        return ["127.0.0.1", "localhost", "::1"].contains(name.lowercased())
+        guard let name = hostName(host) else { return false }
+        return ["127.0.0.1", "localhost", "::1"].contains(name)
     }
 
     var boundToLoopback: Bool { Self.isLoopbackName(options.host.contains(":") ? "[\(options.host)]" : options.host) }
@@ -229,7 +259,11 @@ struct Guard: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = ContinuousClock.now
         var response: Response
-        if viewer.boundToLoopback, let host = request.head.authority, !Viewer.isLoopbackName(host) {
+        if request.head.authority.flatMap(Viewer.hostName) == nil {
+            // HTTP/1.1 requires a Host; without one (or with one that is not a plain name and
+            // port) the check below could not be made, so nothing is answered.
+            response = viewer.html(Viewer.errorPage(PageError(400, "the request has no valid Host header (expected a name and an optional port, such as 127.0.0.1:8765)")), start: start)
+        } else if viewer.boundToLoopback, let host = request.head.authority, !Viewer.isLoopbackName(host) {
             response = viewer.html(Viewer.errorPage(PageError(403, "this viewer answers requests for 127.0.0.1 or localhost only (start it with --host to serve other names)")), start: start)
         } else if request.method == .post, let origin = request.headers[.origin],
                   origin != "http://\(request.head.authority ?? "")" {
@@ -247,7 +281,7 @@ struct Guard: RouterMiddleware {
         response.headers[HTTPField.Name("X-Frame-Options")!] = "DENY"
         response.headers[HTTPField.Name("Referrer-Policy")!] = "same-origin"
         if viewer.options.verbose {
-            viewer.log("\(request.method) \(request.uri) \(response.status.code) \(Fmt.fixed(start.millisecondsSince, 1)) ms")
+            viewer.log(VisibleText.terminal("\(request.method) \(request.uri) \(response.status.code) \(Fmt.fixed(start.millisecondsSince, 1)) ms"))
         }
         return response
     }

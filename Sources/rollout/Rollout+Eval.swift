@@ -83,7 +83,6 @@ struct Grade: AsyncParsableCommand {
         var http: LLMClient?
         if definition.kind == .llmJudge {
             let registry = try reporting { try ModelRegistry.loadOrBundled(file: models ?? "configs/models.yml", isDefault: models == nil) }
-            try reporting { try w.registerModels(registry) }
             let h = LLMClient(maxConnectionsPerHost: max(64, concurrency))
             http = h
             client = ModelClient(registry: registry, http: h, warehouse: w)

@@ -73,6 +73,10 @@ struct Chat: AsyncParsableCommand {
         let toolSpecs = try reporting { try tools.map(ToolSpecification.load(file:)) ?? [] }
         let request = ChatRequest(model: model, messages: messages, tools: toolSpecs,
                                   options: ChatOptions(temperature: temperature, maxTokens: maxTokens))
+        // The model and its environment are checked before the warehouse is touched, so a
+        // call that cannot be made writes nothing (a call that is made is recorded, failed or not).
+        let entry = try reporting { try registry.resolve(model, keyPath: "model") }
+        _ = try reporting { try Endpoint(entry: entry) }
         let http = LLMClient()
         let w = noLedger ? nil : try warehouse.open()
         if let w { try reporting { try w.registerModels(registry) } }

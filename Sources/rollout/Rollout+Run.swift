@@ -27,14 +27,15 @@ struct Run: AsyncParsableCommand {
 
         func run() async throws {
             let cfg = try reporting { try RunConfig.load(file: config, modelsFile: options.models) }
+            // Everything that can be checked without the warehouse is, before anything is written.
+            let stem = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
+            var request = try reporting { try RunRequest(config: cfg, runName: options.run ?? stem, only: dataset) }
+            try options.apply(to: &request, configured: true)
             let w = try warehouse.open()
             for report in try reporting({ try w.ingestConfigDatasets(cfg, only: dataset) })
             where report.counts.contains(where: { $0.inserted + $0.updated + $0.removed > 0 }) {
                 options.say(report.summary)
             }
-            let stem = URL(fileURLWithPath: config).deletingPathExtension().lastPathComponent
-            var request = try reporting { try RunRequest(config: cfg, runName: options.run ?? stem, only: dataset) }
-            try options.apply(to: &request, configured: true)
             try await options.execute(request, warehouse: w)
         }
     }

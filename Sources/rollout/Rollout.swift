@@ -50,10 +50,11 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// An error for the user, printed as is.
+/// An error for the user. Messages quote data (file contents, names from the warehouse), so
+/// terminal escapes and bidi overrides in them are printed as visible markers.
 struct CLIError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    init(_ description: String) { self.description = VisibleText.terminal(description) }
 }
 
 /// Runs `body`, turning library errors into messages (ArgumentParser prints them and exits 1).
@@ -70,12 +71,13 @@ func reportingAsync<T>(_ body: () async throws -> T) async throws -> T {
 /// description.
 func userFacing(_ error: any Error) -> any Error {
     switch error {
-    case is ValidationError, is CLIError: error
+    case is CLIError: error
+    case let e as ValidationError: ValidationError(VisibleText.terminal(e.message))
     case let e as CustomStringConvertible & Error: CLIError(e.description)
     default: error
     }
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    FileHandle.standardError.write(Data((VisibleText.terminal(text) + "\n").utf8))
 }

@@ -245,7 +245,14 @@ extension Warehouse {
             }
             let cursor = try Row.fetchCursor(statement)
             var n = 0
-            while let row = try cursor.next() {
+            // The query is the user's: a failure while it runs is reported by its message and
+            // row, not as the SQL statement GRDB would quote.
+            func nextRow() throws -> Row? {
+                do { return try cursor.next() } catch let e as DatabaseError {
+                    throw BatchError("--from-sql: \(e.message ?? "an SQL error") at row \(n + 1); nothing was written")
+                }
+            }
+            while let row = try nextRow() {
                 n += 1
                 let taskID: Int64? = columns.contains("task_id") ? row["task_id"] : nil
                 var id: String? = columns.contains("custom_id") ? row["custom_id"] : nil

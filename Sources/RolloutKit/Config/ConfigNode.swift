@@ -20,9 +20,27 @@ struct ConfigNode {
     let path: String
     let file: String
 
+    /// The largest config file read, in bytes. Real registries, run configs and grader files are a
+    /// few kilobytes; the cap keeps a runaway or hostile file from being parsed at all.
+    static let maxFileBytes = 4 << 20
+
+    /// The most nodes a config may expand to once every alias (`*name`) is followed. Yams shares
+    /// an anchored node between its uses, so parsing a 571-byte file of nested aliases is cheap,
+    /// but anything that walks it (settings stored as JSON, key lookups) does 10^N work; real
+    /// configs have a few hundred nodes.
+    static let maxExpandedNodes = 100_000
+
     static func load(file: String) throws -> ConfigNode {
+        if let size = (try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int, size > maxFileBytes {
+            throw ConfigError(file: file, line: nil, keyPath: "",
+                              reason: "the file is \(size) bytes; config files may be at most \(maxFileBytes) bytes (4 MiB)")
+        }
         guard let data = FileManager.default.contents(atPath: file) else {
             throw ConfigError(file: file, line: nil, keyPath: "", reason: "cannot read the file")
+        }
+        guard data.count <= maxFileBytes else {
+            throw ConfigError(file: file, line: nil, keyPath: "",
+                              reason: "the file is \(data.count) bytes; config files may be at most \(maxFileBytes) bytes (4 MiB)")
         }
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigError(file: file, line: nil, keyPath: "", reason: "not valid UTF-8")
@@ -31,11 +49,41 @@ struct ConfigNode {
             guard let node = try Yams.compose(yaml: text) else {
                 throw ConfigError(file: file, line: nil, keyPath: "", reason: "empty file")
             }
+            try checkExpansion(node, file: file)
             return ConfigNode(node: node, path: "", file: file)
         } catch let e as ConfigError {
             throw e
         } catch let e as YamlError {
             throw ConfigError(file: file, line: nil, keyPath: "", reason: "not valid YAML: \(e)")
+        }
+    }
+
+    /// Walks the tree as a reader would, following shared (aliased) nodes every time they are
+    /// used, and stops as soon as the count passes `maxExpandedNodes`, so a bomb costs at most
+    /// that many steps. The error names the line of the node that used the alias: an aliased
+    /// node keeps its anchor's mark, which comes before the place that refers to it.
+    static func checkExpansion(_ root: Node, file: String) throws {
+        var count = 0
+        // Each entry: a node to visit, and the line of the outermost alias use above it.
+        var stack: [(node: Node, parentLine: Int?, aliasLine: Int?)] = [(root, nil, nil)]
+        while let (node, parentLine, aliasLine) = stack.popLast() {
+            count += 1
+            let line = node.mark?.line
+            var useLine = aliasLine
+            if useLine == nil, let line, let parentLine, line < parentLine { useLine = parentLine }
+            if count > maxExpandedNodes {
+                throw ConfigError(file: file, line: useLine ?? line, keyPath: "",
+                                  reason: "the document expands to more than \(maxExpandedNodes) values once its aliases (*name) are followed; "
+                                      + "configs may not nest aliases that deeply; write the values out or use fewer aliases")
+            }
+            switch node {
+            case .mapping(let m):
+                for (k, v) in m { stack.append((k, line, useLine)); stack.append((v, line, useLine)) }
+            case .sequence(let seq):
+                for v in seq { stack.append((v, line, useLine)) }
+            case .scalar, .alias:
+                break
+            }
         }
     }
 

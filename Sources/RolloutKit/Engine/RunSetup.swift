@@ -40,28 +40,42 @@ extension RunRequest {
 
 extension Warehouse {
     /// Ingests what a run config's datasets point at (queries or QA files, tool lists), so
-    /// `rollout run --config` works on a fresh warehouse. Unchanged files change nothing.
+    /// `rollout run --config` works on a fresh warehouse. Unchanged files change nothing. All
+    /// files go in one transaction: a broken one leaves the warehouse as it was.
     public func ingestConfigDatasets(_ config: RunConfig, only: [String] = []) throws -> [IngestReport] {
-        var reports: [IngestReport] = []
+        var steps: [IngestStep] = []
         for d in config.datasets where only.isEmpty || only.contains(d.name) {
             let domain = d.mcpDomain ?? d.name
             if let tools = d.tools {
                 guard FileManager.default.fileExists(atPath: tools) else {
                     throw EngineError("\(config.file): datasets.\(d.name).tools: \(tools) not found")
                 }
-                reports.append(try ingestTools(file: tools, server: domain, domains: [domain]))
+                steps.append(IngestStep(kind: "tools", source: tools) { session in
+                    try Self.ingestTools(session, file: tools, server: domain, domains: [domain])
+                })
             }
             if let path = d.path {
                 guard FileManager.default.fileExists(atPath: path) else {
                     throw EngineError("\(config.file): datasets.\(d.name).path: \(path) not found")
                 }
                 switch d.mode {
-                case .dialogue: reports.append(try ingestQueries(file: path, domains: [domain], dataset: d.name))
-                case .task: reports.append(try ingestQA(file: path, dataset: d.name))
+                case .dialogue:
+                    steps.append(IngestStep(kind: "queries", source: path) { session in
+                        let key: DomainKey
+                        do { key = try DomainKey([domain]) } catch let e as FieldError { throw IngestError(file: path, field: "mcp_domain", e.reason) }
+                        try Self.ingestQueries(session, file: path, key: key, dataset: d.name)
+                    })
+                case .task:
+                    steps.append(IngestStep(kind: "qa", source: path) { session in
+                        try Self.ingestQA(session, file: path, dataset: d.name)
+                    })
                 }
             }
         }
-        return reports
+        // A FIFO or device among them is refused before the transaction holds the lock.
+        try RecordFiles.checkInputs(files: config.datasets.filter { only.isEmpty || only.contains($0.name) }
+            .flatMap { [$0.tools, $0.path].compactMap { $0 } })
+        return steps.isEmpty ? [] : try ingestTogether(steps, options: IngestOptions())
     }
 
     /// Domain keys for `rollout run single|cross`: the named ones, or with `all` every key

@@ -126,28 +126,75 @@ extension Warehouse {
         if definition.kind == .llmJudge {
             // The judge must be callable before a version is registered for it.
             guard let client = options.client else { throw GradeError("the llm-judge grader needs a model client") }
-            _ = try client.registry.resolve(definition.string("model") ?? "", keyPath: "model")
+            let entry = try client.registry.resolve(definition.string("model") ?? "", keyPath: "model")
+            // Its key and address too: an unset ${VAR} is refused before anything is written.
+            _ = try Endpoint(entry: entry)
         }
-        let (runID, version, isNew, componentVersions) = try await register(run: run, definition: definition)
+        if definition.kind == .sql { try await dryRunExpression(run: run, definition: definition) }
+        let (runID, version, isNew, componentVersions) = try await register(run: run, definition: definition, registry: options.client?.registry)
         var report = GradeReport(run: run, grader: definition.name, kind: definition.kind.rawValue, version: version, newVersion: isNew)
-        (report.alreadyGraded, report.notFinished) = try await coverage(runID: runID, grader: definition.name, version: version)
-        for (name, v) in componentVersions {
-            report.components.append(GradeReport(run: run, grader: name, kind: definition.kind.rawValue, version: v, newVersion: isNew))
+        do {
+            (report.alreadyGraded, report.notFinished) = try await coverage(runID: runID, grader: definition.name, version: version)
+            for (name, v) in componentVersions {
+                report.components.append(GradeReport(run: run, grader: name, kind: definition.kind.rawValue, version: v, newVersion: isNew))
+            }
+            switch definition.kind {
+            case .stopReason, .reward, .sql:
+                try await gradeInSQL(runID: runID, definition: definition, version: version, options: options, report: &report)
+            case .llmJudge:
+                try await gradeWithJudge(runID: runID, definition: definition, version: version, options: options, report: &report)
+            case .exact, .normalized, .contains, .regex, .numeric, .tau2:
+                try await gradeInProcess(runID: runID, definition: definition, version: version, components: componentVersions,
+                                         options: options, report: &report)
+            }
+        } catch {
+            if isNew { await unregister(definition.name, components: componentVersions.map(\.0), version: version) }
+            throw error
         }
-        switch definition.kind {
-        case .stopReason, .reward, .sql:
-            try await gradeInSQL(runID: runID, definition: definition, version: version, options: options, report: &report)
-        case .llmJudge:
-            try await gradeWithJudge(runID: runID, definition: definition, version: version, options: options, report: &report)
-        case .exact, .normalized, .contains, .regex, .numeric, .tau2:
-            try await gradeInProcess(runID: runID, definition: definition, version: version, components: componentVersions,
-                                     options: options, report: &report)
-        }
+        if report.fatal != nil && isNew { await unregister(definition.name, components: componentVersions.map(\.0), version: version) }
         return report
     }
 
+    /// A grading that stops before it wrote a grade leaves no trace: the version it registered
+    /// goes too. (Grades already written stay, and their version: a rerun resumes after them.)
+    private func unregister(_ name: String, components: [String], version: Int) async {
+        try? await writer.write { db in
+            for n in [name] + components {
+                let graded = try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM grades WHERE grader = ? AND grader_version = ?)",
+                                               arguments: [n, version]) ?? true
+                if graded { return }
+            }
+            for n in [name] + components {
+                try db.execute(sql: "DELETE FROM graders WHERE name = ? AND version = ?", arguments: [n, version])
+            }
+        }
+    }
+
+    /// Evaluates the sql grader's expression (and explanation) on every finished rollout of
+    /// the run without writing, so an expression that fails on some row (malformed JSON, an
+    /// overflow) is reported before a version or a grade is stored.
+    private func dryRunExpression(run: String, definition d: GraderDefinition) async throws {
+        let (v, x, _) = Self.verdictSQL(d)
+        try await writer.read { db in
+            guard let runID = try Int64.fetchOne(db, sql: "SELECT id FROM runs WHERE name = ?", arguments: [run]) else { return }
+            try Self.checkExpression(d, db)
+            do {
+                // sum() of both makes SQLite compute them for every row.
+                _ = try Int.fetchOne(db, sql: """
+                    SELECT sum((\(v)) IS NULL) + sum((\(x)) IS NULL)
+                    FROM latest_rollouts r JOIN tasks t ON t.id = r.task_id JOIN runs ru ON ru.id = r.run_id
+                    WHERE r.run_id = ? AND r.status IN ('completed', 'failed')
+                    """, arguments: [runID])
+            } catch let error as DatabaseError {
+                throw GradeError("the sql grader's expression (or explanation) fails on a rollout of \"\(run)\": \(error.message ?? "an SQL error") — nothing was written; fix the expression (it runs on every finished rollout, failed ones too)")
+            }
+        }
+    }
+
     /// The run's id and the definition's version (added when new), with the τ components'.
-    private func register(run: String, definition: GraderDefinition) async throws -> (Int64, Int, Bool, [(String, Int)]) {
+    /// The judge's registry is recorded here too (in `models`), in the same transaction, so a
+    /// grading refused for its run or expression writes nothing.
+    private func register(run: String, definition: GraderDefinition, registry: ModelRegistry?) async throws -> (Int64, Int, Bool, [(String, Int)]) {
         let now = Timestamp.now()
         return try await writer.write { db in
             guard let runID = try Int64.fetchOne(db, sql: "SELECT id FROM runs WHERE name = ?", arguments: [run]) else {
@@ -155,6 +202,7 @@ extension Warehouse {
                 throw GradeError("no run named \"\(run)\"; runs: \(names.isEmpty ? "none" : names.joined(separator: ", "))")
             }
             if definition.kind == .sql { try Self.checkExpression(definition, db) }
+            if let registry { try Self.registerModels(registry, db) }
             let (version, isNew) = try Self.version(of: definition.name, kind: definition.kind.rawValue,
                                                     definition: definition.canonicalJSON, db: db, now: now)
             var components: [(String, Int)] = []

@@ -217,16 +217,21 @@ private final class Exporter {
         try resolveRun()
         // The targets first: a refused --out must leave the warehouse as it was.
         try checkOutput()
+        var needsLabels = false
         if options.format.needsLabels {
-            let unlabeled = try warehouse.writer.read { db in try self.warehouse.hasUnlabeledRollouts(runID: self.runID, db) }
-            if unlabeled {
-                guard options.labelMissing else {
-                    throw ExportError("run \(options.run) has rollouts without labels; run `rollout label --run \(options.run)` first")
-                }
-                report.labeled = try warehouse.label(run: report.run)
+            needsLabels = try warehouse.writer.read { db in try self.warehouse.hasUnlabeledRollouts(runID: self.runID, db) }
+            if needsLabels && !options.labelMissing {
+                throw ExportError("run \(options.run) has rollouts without labels; run `rollout label --run \(options.run)` first")
             }
         }
         try resolveGrader()
+        if needsLabels {
+            // Labels are the one thing an export writes before its file; an export that then
+            // fails on its selection (a --where that does not compile or fails on a row) must
+            // not have written them, so the selection runs once to the end first.
+            try warehouse.writer.read { db in try self.checkSelection(db) }
+            report.labeled = try warehouse.label(run: report.run)
+        }
         do {
             try warehouse.writer.read { db in try self.stream(db) }
             for key in sinkOrder { _ = try sinks[key]!.writer.finish() }
@@ -348,9 +353,8 @@ private final class Exporter {
 
     // MARK: Streaming
 
-    func stream(_ db: Database) throws {
-        let sql = selectionSQL()
-        report.sql = sql
+    /// The selection compiled, with --where's mistakes as the option's.
+    func selectionStatement(_ db: Database, sql: String) throws -> Statement {
         let statement: Statement
         do {
             statement = try db.makeStatement(sql: sql)
@@ -363,6 +367,24 @@ private final class Exporter {
         guard sqlite3_bind_parameter_count(statement.sqliteStatement) == 0 else {
             throw ExportError("--where must not contain parameters (?, :name); write the values into the condition")
         }
+        return statement
+    }
+
+    /// Runs the selection to its end without reading a trajectory: a --where that fails on
+    /// some row (malformed JSON, an overflow) fails here, before anything is written.
+    func checkSelection(_ db: Database) throws {
+        _ = try selectionStatement(db, sql: selectionSQL())
+        do {
+            _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM (\(selectionSQL()))")
+        } catch let e as DatabaseError {
+            throw ExportError("--where \(options.whereSQL ?? ""): \(e.message ?? "an SQL error") on a rollout of run \(options.run); nothing was written")
+        }
+    }
+
+    func stream(_ db: Database) throws {
+        let sql = selectionSQL()
+        report.sql = sql
+        let statement = try selectionStatement(db, sql: sql)
         if options.split == nil && options.format != .deepresearch {
             _ = try sink(split: nil, sample: nil)
         } else if let split = options.split, options.format != .deepresearch {
@@ -393,7 +415,10 @@ private final class Exporter {
         let done = rc
         sqlite3_reset(stmt)
         if done != SQLITE_DONE {
-            throw DatabaseError(resultCode: ResultCode(rawValue: done), message: String(cString: sqlite3_errmsg(db.sqliteConnection)), sql: sql)
+            // The statement is ours but --where is the user's: say what failed, not the SQL.
+            let message = String(cString: sqlite3_errmsg(db.sqliteConnection))
+            if let w = options.whereSQL { throw ExportError("--where \(w): \(message) on a rollout of run \(options.run); nothing was written") }
+            throw ExportError("reading the rollouts of run \(options.run) failed: \(message); nothing was written")
         }
         if !group.isEmpty { try pairs(group, db) }
     }

@@ -6,20 +6,24 @@ extension Warehouse {
     /// question is taken from `messages[1].content` after "User:"; a missing id is md5(question).
     public func ingestQA(file: String, dataset: String, options: IngestOptions = .init()) throws -> IngestReport {
         try ingest(kind: "qa", source: file, files: [file], options: options) { session in
-            let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "qa", source: file)
-            let writer = try TaskWriter(session: session, datasetID: datasetID)
-            try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
-                let r = RecordReader(value)
-                let (id, question) = try Self.qaIdentity(r)
-                let answer = try r.required("answer")
-                guard let answerText = answer.value.scalarText else {
-                    throw FieldError(field: "answer", reason: "expected a string or number, found \(answer.value.typeName)")
-                }
-                return TaskWriter.Task(externalID: id, opening: question, answer: answerText, record: .init(raw), file: file, line: line)
-            }, write: { _, task in
-                try writer.write(task)
-            })
+            try Self.ingestQA(session, file: file, dataset: dataset)
         }
+    }
+
+    static func ingestQA(_ session: IngestSession, file: String, dataset: String) throws {
+        let datasetID = try Catalog(session: session).dataset(named: dataset, kind: "qa", source: file)
+        let writer = try TaskWriter(session: session, datasetID: datasetID)
+        try RecordFiles.forEachLine(file, session: session, prepare: { line, raw, value in
+            let r = RecordReader(value)
+            let (id, question) = try Self.qaIdentity(r)
+            let answer = try r.required("answer")
+            guard let answerText = answer.value.scalarText else {
+                throw FieldError(field: "answer", reason: "expected a string or number, found \(answer.value.typeName)")
+            }
+            return TaskWriter.Task(externalID: id, opening: question, answer: answerText, record: .init(raw), file: file, line: line)
+        }, write: { _, task in
+            try writer.write(task)
+        })
     }
 
     /// The id and question of a QA record (shared with DeepResearch result files, so results

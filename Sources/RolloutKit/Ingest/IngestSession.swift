@@ -151,6 +151,13 @@ final class IngestSession {
     }
 }
 
+/// One file's ingest, for `ingestTogether`.
+struct IngestStep {
+    var kind: String
+    var source: String
+    var body: (IngestSession) throws -> Void
+}
+
 extension Warehouse {
     /// Runs one ingest command as one transaction: on any thrown error nothing is written.
     /// `files` and `folders` are the inputs, checked (`RecordFiles.checkInputs`) before the
@@ -158,12 +165,22 @@ extension Warehouse {
     func ingest(kind: String, source: String, files: [String] = [], folders: [String] = [], options: IngestOptions,
                 _ body: (IngestSession) throws -> Void) throws -> IngestReport {
         try RecordFiles.checkInputs(files: files, folders: folders)
+        try withoutActuallyEscaping(body) { body in
+            try ingestTogether([IngestStep(kind: kind, source: source, body: body)], options: options)[0]
+        }
+    }
+
+    /// Several ingests (each with its own `ingests` row) as one transaction: when one fails,
+    /// none of them is written, so a command that ingests several files changes all or nothing.
+    func ingestTogether(_ steps: [IngestStep], options: IngestOptions) throws -> [IngestReport] {
         let bulk = enterBulkMode()
         defer { if bulk { leaveBulkMode() } }
         return try writer.write { db in
-            let session = try IngestSession(db: db, kind: kind, source: source, options: options)
-            try body(session)
-            return try session.finish()
+            try steps.map { step in
+                let session = try IngestSession(db: db, kind: step.kind, source: step.source, options: options)
+                try step.body(session)
+                return try session.finish()
+            }
         }
     }
 

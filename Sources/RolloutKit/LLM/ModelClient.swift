@@ -100,24 +100,27 @@ public final class ModelClient: Sendable {
 extension Warehouse {
     /// Upserts the registry's entries into `models` (no secrets: key references only).
     public func registerModels(_ registry: ModelRegistry) throws {
+        try writer.write { db in try Self.registerModels(registry, db) }
+    }
+
+    /// `registerModels` inside a transaction the caller holds.
+    static func registerModels(_ registry: ModelRegistry, _ db: Database) throws {
         let now = Timestamp.now()
-        try writer.write { db in
-            for e in registry.entries {
-                var settings = e.publicJSON.objectValue ?? [:]
-                for k in ["provider", "api_base", "mode", "price"] { settings[k] = nil }
-                try db.execute(sql: """
-                    INSERT INTO models(name, provider, api_base, mode, price_input, price_output, price_cached, settings, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT(name) DO UPDATE SET provider = excluded.provider, api_base = excluded.api_base, mode = excluded.mode,
-                        price_input = excluded.price_input, price_output = excluded.price_output, price_cached = excluded.price_cached,
-                        settings = excluded.settings, updated_at = excluded.updated_at
-                    WHERE models.provider IS NOT excluded.provider OR models.api_base IS NOT excluded.api_base
-                       OR models.mode IS NOT excluded.mode OR models.price_input IS NOT excluded.price_input
-                       OR models.price_output IS NOT excluded.price_output OR models.price_cached IS NOT excluded.price_cached
-                       OR models.settings IS NOT excluded.settings
-                    """, arguments: [e.name, e.provider.rawValue, e.apiBase, e.mode, e.priceInput, e.priceOutput, e.priceCached,
-                                     JSONValue.object(settings).jsonText, now, now])
-            }
+        for e in registry.entries {
+            var settings = e.publicJSON.objectValue ?? [:]
+            for k in ["provider", "api_base", "mode", "price"] { settings[k] = nil }
+            try db.execute(sql: """
+                INSERT INTO models(name, provider, api_base, mode, price_input, price_output, price_cached, settings, created_at, updated_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET provider = excluded.provider, api_base = excluded.api_base, mode = excluded.mode,
+                    price_input = excluded.price_input, price_output = excluded.price_output, price_cached = excluded.price_cached,
+                    settings = excluded.settings, updated_at = excluded.updated_at
+                WHERE models.provider IS NOT excluded.provider OR models.api_base IS NOT excluded.api_base
+                   OR models.mode IS NOT excluded.mode OR models.price_input IS NOT excluded.price_input
+                   OR models.price_output IS NOT excluded.price_output OR models.price_cached IS NOT excluded.price_cached
+                   OR models.settings IS NOT excluded.settings
+                """, arguments: [e.name, e.provider.rawValue, e.apiBase, e.mode, e.priceInput, e.priceOutput, e.priceCached,
+                                 JSONValue.object(settings).jsonText, now, now])
         }
     }
 }

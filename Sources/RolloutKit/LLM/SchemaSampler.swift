@@ -35,7 +35,24 @@ import Foundation
 /// `minItems` items are produced and a nullable choice (`anyOf` with a null option, a type list
 /// with `null`) takes null, so recursive schemas end; a schema that still does not end is cut at
 /// `maxDepth + 8` levels with an empty object or array.
+///
+/// Size: a tool's schema comes from its server, which may be hostile or broken, so demands are
+/// capped rather than followed: a string is padded to at most `maxStringLength` characters, an
+/// array gets at most `maxItems` items and an object at most `maxItems` extra keys for
+/// `minProperties`; one sample holds at most `maxValues` values and `maxTextCharacters`
+/// characters of string in all, after which strings are empty and objects and arrays empty or
+/// short. Past a cap the value no longer meets the schema's minimums (the server rejects the
+/// call, as it would any bad call), but it is produced in bounded time and memory.
 public struct SchemaSampler: Sendable {
+    /// The longest string produced, whatever `minLength` asks.
+    public static let maxStringLength = 4_096
+    /// The most items in an array, and extra keys added for `minProperties`.
+    public static let maxItems = 64
+    /// The most values (of any type, nested or not) in one sample.
+    public static let maxValues = 10_000
+    /// The most characters of string, summed over the whole sample.
+    public static let maxTextCharacters = 256 * 1_024
+
     public var seed: UInt64
     public var maxDepth: Int
 
@@ -88,6 +105,10 @@ private struct SamplerRun {
     var rng: MockSplitMix
     let maxDepth: Int
     var hardLimit: Int { maxDepth + 8 }
+    /// Values and string characters produced so far, against the sampler's caps.
+    var values = 0
+    var textCharacters = 0
+    var exhausted: Bool { values >= SchemaSampler.maxValues || textCharacters >= SchemaSampler.maxTextCharacters }
 
     init(root: JSONValue, rng: MockSplitMix, maxDepth: Int) {
         self.root = root
@@ -254,7 +275,8 @@ private struct SamplerRun {
         let types = declared.isEmpty ? [Self.inferredType(s)] : declared
         let nonNull = types.filter { $0 != "null" }
         let type = (nonNull.isEmpty || (depth >= maxDepth && types.contains("null"))) ? "null" : nonNull[0]
-        if depth >= hardLimit {
+        values += 1
+        if depth >= hardLimit || exhausted {
             switch type {
             case "object": return .object(JSONObject())
             case "array": return .array([])
@@ -337,12 +359,12 @@ private struct SamplerRun {
         for key in required where out[key] == nil {
             out[key] = value(Self.extraSchema(extra), name: key, depth: depth + 1)
         }
-        let minimum = Self.int(s["minProperties"]) ?? 0
-        for (key, sub) in props where out.count < minimum && out[key] == nil {
+        let minimum = min(Self.int(s["minProperties"]) ?? 0, out.count + SchemaSampler.maxItems)
+        for (key, sub) in props where out.count < minimum && out[key] == nil && !exhausted {
             out[key] = value(sub, name: key, depth: depth + 1)
         }
         var n = 1
-        while out.count < minimum && extraAllowed && n < 10_000 {
+        while out.count < minimum && extraAllowed && n < 10_000 && !exhausted {
             let key = "key_\(n)"
             if out[key] == nil { out[key] = value(Self.extraSchema(extra), name: nil, depth: depth + 1) }
             n += 1
@@ -362,7 +384,7 @@ private struct SamplerRun {
     }
 
     mutating func array(_ s: JSONObject, name: String?, depth: Int) -> JSONValue {
-        let minimum = max(0, Self.int(s["minItems"]) ?? 0)
+        let minimum = min(max(0, Self.int(s["minItems"]) ?? 0), SchemaSampler.maxItems)
         let maximum = Self.int(s["maxItems"])
         var count = depth >= maxDepth ? minimum : max(minimum, 1 + rng.int(2))
         if let maximum { count = max(minimum, min(count, maximum)) }
@@ -379,7 +401,7 @@ private struct SamplerRun {
         let itemName = name.map(Self.singular)
         let unique = s["uniqueItems"]?.boolValue == true
         var out: [JSONValue] = []
-        for i in 0..<count {
+        for i in 0..<count where !exhausted {
             let schema = i < prefix.count ? prefix[i] : rest
             var item = value(schema, name: itemName, depth: depth + 1)
             var tries = 0
@@ -487,12 +509,15 @@ private struct SamplerRun {
         } else {
             text = plausible(name)
         }
+        let room = max(0, min(SchemaSampler.maxStringLength, SchemaSampler.maxTextCharacters - textCharacters))
         if let lo = Self.int(s["minLength"]), text.count < lo {
-            text += String(repeating: "x", count: lo - text.count)
+            text += String(repeating: "x", count: max(0, min(lo, room) - text.count))
         }
         if let hi = Self.int(s["maxLength"]), text.count > max(0, hi) {
             text = String(text.prefix(max(0, hi)))
         }
+        if text.count > room { text = String(text.prefix(room)) }
+        textCharacters += text.count
         return text
     }
 

@@ -7,7 +7,18 @@ extension Warehouse {
     /// re-running changes nothing.
     public func ingestBundledExample(into directory: String) throws -> IngestReport {
         let target = URL(fileURLWithPath: directory)
-        try BundledFiles.extract("examples/rollout-layout", to: target)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
+            throw IngestError(file: directory, field: "--examples", "is a file; give a folder for the example files (it is created if missing)")
+        }
+        do {
+            try BundledFiles.extract("examples/rollout-layout", to: target)
+        } catch let e as CocoaError {
+            // Foundation's own description is a dump of its error object; say what failed.
+            let reason = (e.userInfo[NSUnderlyingErrorKey] as? NSError).flatMap { $0.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32($0.code))) : nil }
+            throw IngestError(file: e.filePath ?? directory, field: "--examples",
+                              "the example files cannot be written there" + (reason.map { ": \($0)" } ?? " (a file in the way, or no permission)"))
+        }
         return try ingest(kind: "dir", source: directory, options: .init()) { session in
             for name in ExampleToolServer.domains {
                 try Self.registerServer(session, name: name, command: "rollout", args: ["mcp-server", "example", "--domain", name],

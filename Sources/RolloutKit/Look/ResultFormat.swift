@@ -33,12 +33,14 @@ public enum ResultFormat: String, Sendable, CaseIterable {
     static func table(_ result: QueryResult, maxWidth: Int = 60) -> String {
         func cell(_ v: QueryValue) -> String {
             var s = v == .null ? "" : v.text
-            s = s.replacingOccurrences(of: "\n", with: "⏎ ")
+            // Data can hold terminal escapes and bidi overrides: shown as markers, never acted on.
+            s = VisibleText.terminal(s.replacingOccurrences(of: "\n", with: "⏎ "))
             if s.count > maxWidth { s = String(s.prefix(maxWidth - 1)) + "…" }
             return s
         }
         let cells = result.rows.map { $0.map(cell) }
-        var widths = result.columns.map(\.count)
+        let columns = result.columns.map(VisibleText.terminal)
+        var widths = columns.map(\.count)
         for row in cells { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
         let numeric = result.columns.indices.map { i in
             result.rows.allSatisfy { r in if case .text = r[i] { return false }; return true }
@@ -49,7 +51,7 @@ public enum ResultFormat: String, Sendable, CaseIterable {
                 return numeric[i] ? pad + v : v + pad
             }.joined(separator: "  ").replacingOccurrences(of: "\\s+$", with: "", options: .regularExpression)
         }
-        var out = [line(result.columns), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
+        var out = [line(columns), widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")]
         out += cells.map(line)
         if result.rows.isEmpty { out.append("(no rows)") }
         return out.joined(separator: "\n") + "\n"
