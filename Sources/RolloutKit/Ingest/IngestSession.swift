@@ -165,7 +165,7 @@ extension Warehouse {
     func ingest(kind: String, source: String, files: [String] = [], folders: [String] = [], options: IngestOptions,
                 _ body: (IngestSession) throws -> Void) throws -> IngestReport {
         try RecordFiles.checkInputs(files: files, folders: folders)
-        try withoutActuallyEscaping(body) { body in
+        return try withoutActuallyEscaping(body) { body in
             try ingestTogether([IngestStep(kind: kind, source: source, body: body)], options: options)[0]
         }
     }
