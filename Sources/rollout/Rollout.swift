@@ -50,10 +50,11 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// An error for the user, printed as is.
+/// An error for the user, printed as is — but with secrets masked: it is the last stop before
+/// the terminal for text that may quote a peer (a server's message, a config value).
 struct CLIError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    init(_ description: String) { self.description = Secrets.mask(description) }
 }
 
 /// Runs `body`, turning library errors into messages (ArgumentParser prints them and exits 1).
@@ -77,5 +78,5 @@ func userFacing(_ error: any Error) -> any Error {
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    FileHandle.standardError.write(Data((Secrets.mask(text) + "\n").utf8))
 }
