@@ -106,7 +106,7 @@ struct SecretsTests {
         #expect(Secrets.mask("rejected \(value) at the door") == "rejected [redacted] at the door")
         #expect(Secrets.maskRegistered("tool says: \(value)\n") == "tool says: [redacted]\n")
         // Placeholders and short values are never registered (they would mask ordinary words).
-        for harmless in ["EMPTY", "none", "dummy", "hunter2", "/usr/local/bin", "https://example.com/v1"] {
+        for harmless in ["EMPTY", "none", "dummy", "hunter2", "/usr/local/bin", "https://example.com/v1", "2025-03-26", "12345678"] {
             Secrets.register(harmless)
             #expect(Secrets.maskRegistered("a \(harmless) b") == "a \(harmless) b")
         }
@@ -228,6 +228,33 @@ struct SecretsTests {
         let text = try #require(error).description
         #expect(text.contains("token=[redacted] arg=[redacted]"), "\(text)")
         #expect(!text.contains(token) && !text.contains(argument))
+    }
+
+    @Test func aToolResultEchoingTheServersTokenIsStoredMasked() async throws {
+        let token = "svc-result-\(UUID().uuidString.prefix(12))"
+        // A minimal MCP server: answers initialize, then one tools/call with a text that quotes
+        // its own token and, as documentation might, a Bearer example.
+        let script = #"""
+            id() { printf '%s\n' "$1" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p'; }
+            read -r init
+            echo "{\"jsonrpc\":\"2.0\",\"id\":$(id "$init"),\"result\":{\"protocolVersion\":\"2025-06-18\",\"capabilities\":{\"tools\":{}},\"serverInfo\":{\"name\":\"echoer\",\"version\":\"1\"}}}"
+            read -r initialized
+            read -r request
+            echo "{\"jsonrpc\":\"2.0\",\"id\":$(id "$request"),\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"connected with $SERVICE_TOKEN; docs say: Authorization: Bearer abcdefgh12345678\"}]}}"
+            read -r _ || true
+            """#
+        let spec = MCPServerSpec(name: "echoer", command: "/bin/sh", args: ["-c", script],
+                                 env: ["SERVICE_TOKEN": "${ROLLOUT_TEST_RESULT_TOKEN}"])
+        let environment = ProcessInfo.processInfo.environment.merging(["ROLLOUT_TEST_RESULT_TOKEN": token]) { $1 }
+        let router = ToolRouter(servers: [spec], environment: environment)
+        var toolset = Toolset()
+        toolset.routes["status"] = Toolset.Route(server: "echoer", serverID: 1, name: "status")
+        let answer = await router.call(ToolCall(id: "c1", name: "status", arguments: "{}"), toolset: toolset,
+                                       session: ToolSession(id: "s1", values: [:]))
+        await router.shutdown()
+        #expect(!answer.isError, "\(answer.text)")
+        // The secret in use is masked; text that only looks like a credential is left as data.
+        #expect(answer.text == "connected with [redacted]; docs say: Authorization: Bearer abcdefgh12345678")
     }
 
     // MARK: - Refusing literal secrets

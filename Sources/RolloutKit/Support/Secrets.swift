@@ -33,7 +33,8 @@ public enum Secrets {
 
     /// Registers a secret in use so `mask` hides it from now on. Placeholders, values shorter
     /// than `minimumRegisteredLength` and values that are plainly not secret (a file path, an
-    /// http(s) URL without a password, a number) are ignored; a URL's password is registered
+    /// http(s) URL without a password or query, anything without a letter: a number, a date, a
+    /// version) are ignored; a URL's password is registered
     /// on its own.
     public static func register(_ value: String?) {
         guard let value else { return }
@@ -71,7 +72,8 @@ public enum Secrets {
 
     private static func isPlainlyNotSecret(_ value: String) -> Bool {
         if value.hasPrefix("/") || value.hasPrefix("./") || value.hasPrefix("../") || value.hasPrefix("~/") { return true }
-        if value.allSatisfy({ $0.isNumber || $0 == "." }) { return true }
+        // Numbers, dates, versions, times, ports: a key or password has letters.
+        if !value.contains(where: \.isLetter) { return true }
         if (value.hasPrefix("http://") || value.hasPrefix("https://")) && !value.contains("@") && !value.contains("?") { return true }
         return false
     }
