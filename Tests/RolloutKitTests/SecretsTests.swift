@@ -144,6 +144,10 @@ struct SecretsTests {
         "Authorization header missing",
         "the mapping key \"max_tokens\" is unknown",
         "ASIAN markets, PATH=/usr/bin",
+        "--env #1: AUTHORIZATION: holds a Bearer credential; use ${VAR}: --env 'AUTHORIZATION=${AUTHORIZATION}'",
+        "--env #1: API_KEY: the default in ${…:-…} is a literal secret; drop the default",
+        "--arg #1: --api-key: holds a key of a well-known shape (sk-…); use ${VAR}: --arg '--api-key=${VAR}'",
+        "x-api-key: EMPTY",
     ])
     func ordinaryTextIsLeftAlone(text: String) {
         #expect(Secrets.mask(text) == text)
@@ -318,6 +322,13 @@ struct SecretsTests {
         #expect(refused.stderr.contains("--env #2: PASS:"), "\(refused.stderr)")
         #expect(refused.stderr.contains("--env 'PASS=${PASS}'"), "\(refused.stderr)")
         #expect(!refused.stderr.contains("hunter2"))
+        // The CLI masks what it prints, and its own advice survives that.
+        let bearer = try Self.rollout(["ingest", "server", "leaky", "--command", "true", "--env", "AUTHORIZATION=Bearer sk-live-abcdefghijkl"],
+                                      in: dir.url)
+        #expect(bearer.status != 0)
+        #expect(bearer.stderr.contains("--env #1: AUTHORIZATION: holds a Bearer credential; use ${VAR}: --env 'AUTHORIZATION=${AUTHORIZATION}'"),
+                "\(bearer.stderr)")
+        #expect(!bearer.stderr.contains("sk-live-abcdefghijkl") && !bearer.stderr.contains("[redacted]"))
         #expect(try w.snapshot() == before)
     }
 

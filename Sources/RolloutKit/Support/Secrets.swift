@@ -316,6 +316,9 @@ public enum Secrets {
             ]
         }()
 
+        /// Authorization schemes kept in front of a masked credential.
+        static let schemes: Set<String> = ["bearer", "basic", "token", "digest", "apikey", "key", "dsn"]
+
         /// For each byte, the patterns that may start with it.
         static let starts: [[Int]] = {
             var table = [[Int]](repeating: [], count: 256)
@@ -411,17 +414,18 @@ public enum Secrets {
                     j += 1
                 }
                 guard separated, j < s.count, s[j] != 0x24, s[j] != 0x3C else { return nil }  // `${VAR}`, `<literal>`
-                // An auth scheme word (`Bearer`, `Token`) stays; the credential after it goes.
+                // An auth scheme (`Bearer`, `Token`) stays; the credential after it goes.
                 var k = j
                 while k < s.count, (s[k] >= 0x41 && s[k] <= 0x5A) || (s[k] >= 0x61 && s[k] <= 0x7A) { k += 1 }
-                if k < s.count, s[k] == 0x20, k - j <= 10, k > j {
+                if k < s.count, s[k] == 0x20, Self.schemes.contains(String(decoding: s[j..<k], as: UTF8.self).lowercased()) {
                     k += 1
                     while k < s.count, s[k] == 0x20 { k += 1 }
                     j = k
                 }
                 let start = j
                 while j < s.count, isTokenByte(s[j]) || s[j] == 0x3A { j += 1 }
-                guard j > start else { return nil }
+                // Prose after a name ("API_KEY: the default …") is no credential.
+                guard looksLikeCredential(start..<j) else { return nil }
                 return (start..<j, j)
             case .userinfo:
                 var j = after
