@@ -17,7 +17,7 @@ public enum Secrets {
     /// are never registered nor refused.
     public static let placeholders: Set<String> = [
         "", "EMPTY", "empty", "Empty", "none", "None", "NONE", "null", "dummy", "DUMMY", "not-needed",
-        "no-key", "nokey", "sk-no-key-required", "local", "test", "x", "-",
+        "no-key", "nokey", "sk-no-key-required",
     ]
 
     /// The shortest value that is registered for masking. Shorter values (`hunter2`, `1`,
