@@ -122,13 +122,19 @@ public enum Secrets {
             var spans: [Range<Int>] = []
             for v in values {
                 guard let first = v.first, v.count <= s.count else { continue }
-                var i = 0
-                let last = s.count - v.count
-                while i <= last {
-                    if s[i] == first && (1..<v.count).allSatisfy({ s[i + $0] == v[$0] }) {
-                        spans.append(i..<(i + v.count))
-                        i += v.count
-                    } else {
+                v.withUnsafeBufferPointer { n in
+                    var i = 0
+                    let last = s.count - n.count
+                    while i <= last {
+                        if s[i] == first {
+                            var k = 1
+                            while k < n.count && s[i + k] == n[k] { k += 1 }
+                            if k == n.count {
+                                spans.append(i..<(i + n.count))
+                                i += n.count
+                                continue
+                            }
+                        }
                         i += 1
                     }
                 }
@@ -330,13 +336,17 @@ public enum Secrets {
             return table
         }()
 
+        /// Whether any pattern starts with a byte: the one test most bytes get.
+        static let startsAny: [Bool] = starts.map { !$0.isEmpty }
+
         func scan() -> Found? {
             var found = Found()
             var i = 0
             let table = Self.starts
+            let any = Self.startsAny
             while i < s.count {
+                if !any[Int(s[i])] { i += 1; continue }
                 let candidates = table[Int(s[i])]
-                if candidates.isEmpty { i += 1; continue }
                 var advanced = false
                 for n in candidates {
                     let p = Self.patterns[n]
