@@ -300,7 +300,7 @@ enum ListPages {
                 grader == nil ? "" : verdictBadge(v ?? nil, graded: v != nil),
                 reviewBadge(reviews[id]),
                 "\(Fmt.duration(r["started_at"], r["finished_at"]) ?? "—")",
-                "<span class=\"muted\">\(preview(r["error"] as String?, 60))</span>",
+                "<span class=\"muted\">\(preview(Secrets.mask(r["error"] as String?), 60))</span>",
             ])
         }
         body += Layout.table(["rollout", "task", "sample", "attempt", "status", "stop reason", "turns", "messages",

@@ -111,7 +111,7 @@ enum TrajectoryPage {
         if let p: String = r["prediction"] { facts.append(("prediction", "<div class=\"text\">\(p)</div>")) }
         if let a: String = r["answer"] { facts.append(("reference answer", "<div class=\"text\">\(a)</div>")) }
         if let reward: Double = r["reward"] { facts.append(("reward", "\(Fmt.fixed(reward, 3))")) }
-        if let e: String = r["error"] { facts.append(("error", "<div class=\"text fail\">\(e)</div>")) }
+        if let e = Secrets.mask(r["error"] as String?) { facts.append(("error", "<div class=\"text fail\">\(e)</div>")) }
         body += "<h2>Rollout</h2><dl class=\"facts\">"
         for (k, v) in facts { body += "<dt>\(k)</dt><dd>\(v)</dd>" }
         body += "</dl>"
@@ -151,7 +151,8 @@ enum TrajectoryPage {
         body += "<h2>LLM calls (\(ledger.count))</h2>"
         body += Layout.table(["#", "role", "model", "try", "status", "latency", "in", "out", "cost", "finish"], ledger.map { c in
             let status: Int? = c["http_status"]
-            let error: String? = c["error"]
+            // Rows written before errors were masked may still hold a key.
+            let error = Secrets.mask(c["error"] as String?)
             let ok = answeredCall(c)
             return ["\(c["id"] as Int64)", "\(c["role"] as String)", "\(c["model"] as String)", "\(c["attempt"] as Int)",
                     ok ? "\(status.map(String.init) ?? "")" : "<span class=\"fail\" title=\"\(error ?? "")\">\(status.map(String.init) ?? "error")</span>",

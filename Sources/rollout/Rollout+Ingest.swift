@@ -101,12 +101,12 @@ struct Ingest: ParsableCommand {
     struct Server: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Register how to launch an MCP tool server over stdio.",
-            discussion: "Secrets in --env must be references (KEY=${KEY}); they are expanded at launch, never stored.")
+            discussion: "Secrets in --env and --arg must be references (KEY=${KEY}, --api-key=${API_KEY}); they are expanded at launch, never stored. A literal credential is refused.")
         @OptionGroup var warehouse: WarehouseOptions
         @OptionGroup var flags: IngestFlags
         @Argument(help: "The server name.") var name: String
         @Option(name: .long, help: "The program to run.") var command: String
-        @Option(name: .customLong("arg"), parsing: .unconditionalSingleValue, help: "An argument (repeatable, in order).")
+        @Option(name: .customLong("arg"), parsing: .unconditionalSingleValue, help: "An argument (repeatable, in order; ${VAR} is expanded at launch).")
         var args: [String] = []
         @Option(name: .long, help: "An environment variable KEY=VALUE (repeatable).") var env: [String] = []
         @Option(name: .long, help: "Working directory for the server.") var cwd: String?

@@ -50,11 +50,12 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
-/// An error for the user. Messages quote data (file contents, names from the warehouse), so
-/// terminal escapes and bidi overrides in them are printed as visible markers.
+/// An error for the user. Messages quote data (file contents, names from the warehouse, a
+/// peer's message), so secrets are masked and terminal escapes and bidi overrides are printed
+/// as visible markers: it is the last stop before the terminal.
 struct CLIError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = VisibleText.terminal(description) }
+    init(_ description: String) { self.description = VisibleText.terminal(Secrets.mask(description)) }
 }
 
 /// Runs `body`, turning library errors into messages (ArgumentParser prints them and exits 1).
@@ -72,12 +73,12 @@ func reportingAsync<T>(_ body: () async throws -> T) async throws -> T {
 func userFacing(_ error: any Error) -> any Error {
     switch error {
     case is CLIError: error
-    case let e as ValidationError: ValidationError(VisibleText.terminal(e.message))
+    case let e as ValidationError: ValidationError(VisibleText.terminal(Secrets.mask(e.message)))
     case let e as CustomStringConvertible & Error: CLIError(e.description)
     default: error
     }
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((VisibleText.terminal(text) + "\n").utf8))
+    FileHandle.standardError.write(Data((VisibleText.terminal(Secrets.mask(text)) + "\n").utf8))
 }

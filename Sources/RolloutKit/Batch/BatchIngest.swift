@@ -313,7 +313,7 @@ final class BatchResultWriter {
             try db.execute(sql: """
                 UPDATE batch_results SET result_type = ?, status_code = ?, body = ?, error_code = ?, error_message = ?,
                     source_file = ?, source_line = ?, created_at = ?, llm_call_id = ?, content_hash = ? WHERE id = ?
-                """, arguments: [r.type, r.statusCode, r.body?.jsonText, r.errorCode, r.errorMessage, file, line, now, call, hash, old.id])
+                """, arguments: [r.type, r.statusCode, r.body?.jsonText, r.errorCode, Secrets.mask(r.errorMessage), file, line, now, call, hash, old.id])
             existing[request.id] = (old.id, hash, r.type, call)
             report.updated += 1
         } else {
@@ -321,7 +321,7 @@ final class BatchResultWriter {
             try db.execute(sql: """
                 INSERT INTO batch_results(request_id, result_type, status_code, body, error_code, error_message, source_file,
                     source_line, created_at, llm_call_id, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [request.id, r.type, r.statusCode, r.body?.jsonText, r.errorCode, r.errorMessage, file, line, now, call, hash])
+                """, arguments: [request.id, r.type, r.statusCode, r.body?.jsonText, r.errorCode, Secrets.mask(r.errorMessage), file, line, now, call, hash])
             existing[request.id] = (db.lastInsertedRowID, hash, r.type, call)
             report.inserted += 1
         }
@@ -334,7 +334,7 @@ final class BatchResultWriter {
         let error: String? = r.type == "succeeded" ? nil : [r.errorCode, r.errorMessage].compactMap { $0 }.joined(separator: ": ")
         let args: StatementArguments = [r.model ?? request.model ?? "?", r.provider.rawValue, r.statusCode,
                                         r.usage.promptTokens, r.usage.completionTokens, r.usage.reasoningTokens, r.usage.cachedTokens,
-                                        r.finishReason, error, Hashing.sha256Hex(body), now]
+                                        r.finishReason, Secrets.mask(error), Hashing.sha256Hex(body), now]
         if let replacing {
             try db.execute(sql: """
                 UPDATE llm_calls SET model = ?, provider = ?, http_status = ?, prompt_tokens = ?, completion_tokens = ?,

@@ -10,13 +10,14 @@ public struct BatchEndpoint: Sendable {
     public var provider: BatchProvider
     /// OpenAI: `https://api.openai.com/v1` (with /v1); Anthropic: `https://api.anthropic.com`.
     public var apiBase: String
-    public var apiKey: String?
+    public var apiKey: String? { didSet { Secrets.register(apiKey) } }
     public var anthropicVersion = "2023-06-01"
 
     public init(provider: BatchProvider, apiBase: String, apiKey: String?) {
         self.provider = provider
         self.apiBase = apiBase.hasSuffix("/") ? String(apiBase.dropLast()) : apiBase
         self.apiKey = apiKey
+        Secrets.register(apiKey); Secrets.register(self.apiBase)
     }
 
     /// The provider's public endpoint with the key from the usual variable.

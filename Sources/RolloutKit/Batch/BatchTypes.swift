@@ -91,7 +91,8 @@ public struct IDRange: Sendable, Equatable, CustomStringConvertible {
 /// A batch command that cannot go on: what was wrong and what to do.
 public struct BatchError: Error, Sendable, CustomStringConvertible {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// Provider messages end up here; secrets in them are masked.
+    public init(_ description: String) { self.description = Secrets.mask(description) }
 }
 
 /// How a request asks an OpenAI-compatible server to think. The chat API has no common field,

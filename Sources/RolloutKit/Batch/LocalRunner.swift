@@ -99,6 +99,7 @@ public enum LocalBatchRunner {
             ? (o.endpoint.hasSuffix("/chat/completions") ? o.endpoint : o.endpoint.trimmingSuffix("/") + "/chat/completions")
             : (o.endpoint.hasSuffix("/messages") ? o.endpoint : o.endpoint.trimmingSuffix("/") + (o.endpoint.hasSuffix("/v1") ? "/messages" : "/v1/messages"))
         var headers: [(String, String)] = [("Content-Type", "application/json")]
+        Secrets.register(o.apiKey)
         if provider == .openai, let key = o.apiKey, !key.isEmpty { headers.append(("Authorization", "Bearer \(key)")) }
         if provider == .anthropic {
             if let key = o.apiKey { headers.append(("x-api-key", key)) }
@@ -130,7 +131,7 @@ public enum LocalBatchRunner {
                                 shared.succeeded.add(1, ordering: .relaxed)
                             case .failure(let f):
                                 shared.failures.withLock { $0.append((entry.id, resultLine(provider: provider, id: entry.id, serial: serial, status: f.status,
-                                                                                     body: f.body, error: f.message))) }
+                                                                                     body: f.body.map { Secrets.mask(json: $0) }, error: Secrets.mask(f.message)))) }
                             }
                             let n = shared.finished.add(1, ordering: .relaxed).newValue
                             progress?(n, total)

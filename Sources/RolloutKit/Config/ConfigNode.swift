@@ -190,4 +190,25 @@ public enum EnvReference {
     }
 
     public static func isReference(_ text: String) -> Bool { !matches(text).isEmpty }
+
+    /// The literal defaults of `${VAR:-default}` references in `text`.
+    public static func fallbacks(in text: String) -> [String] {
+        matches(text).compactMap(\.fallback)
+    }
+
+    /// `text` with every reference removed: the literal parts a config spells out itself.
+    public static func removingReferences(_ text: String) -> String {
+        var result = text
+        for m in matches(text).reversed() { result.removeSubrange(m.range) }
+        return result
+    }
+
+    /// `expand` for a value about to be used as a credential or handed to a tool server: every
+    /// value substituted is registered with `Secrets`, so error text that echoes it is masked.
+    public static func expandSecret(_ text: String, environment: [String: String] = ProcessInfo.processInfo.environment,
+                                    keyPath: String) throws -> String {
+        let value = try expand(text, environment: environment, keyPath: keyPath)
+        Secrets.registerSubstitutions(of: text, environment: environment)
+        return value
+    }
 }

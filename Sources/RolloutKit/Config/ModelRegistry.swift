@@ -78,6 +78,7 @@ public struct ModelRegistry: Sendable {
                 }
                 entry.apiKey = text
             }
+            try refuseLiteralSecrets(in: node, provider: provider)
             entry.mode = try node.child("mode")?.string()
             if let price = node.child("price") {
                 entry.priceInput = try price.child("input")?.double()

@@ -273,7 +273,7 @@ public final class RolloutEngine: Sendable {
         if cancelled || error is CancellationError {
             return RolloutOutcome(status: .interrupted, stopReason: .interrupted, error: nil, turns: turns)
         }
-        return RolloutOutcome(status: .failed, stopReason: .error, error: "\(error)", turns: turns)
+        return RolloutOutcome(status: .failed, stopReason: .error, error: Secrets.mask("\(error)"), turns: turns)
     }
 
     /// Errors no other rollout will get past: the endpoint refusing our credentials or not

@@ -216,13 +216,13 @@ public final class RowWriter: CallRecorder, @unchecked Sendable {
                     r.text(entry.provider.rawValue); r.int(a.attempt); r.int(a.httpStatus); r.double(a.latencyMs)
                     r.int(a.usage?.promptTokens); r.int(a.usage?.completionTokens); r.int(a.usage?.reasoningTokens)
                     r.int(a.usage?.cachedTokens); r.double(Ledger.cost(a.usage, entry: entry)); r.text(a.finishReason)
-                    r.text(a.error); r.text(a.requestHash); r.text(at)
+                    r.text(Secrets.mask(a.error)); r.text(a.requestHash); r.text(at)
                     try r.run()
                 }
             case .finished(let rollout, let o, let at):
                 callMessages[rollout] = nil
                 var r = try statement(.finished, db)
-                r.text(o.status.rawValue); r.text(o.stopReason?.rawValue); r.text(o.prediction); r.text(o.error); r.int(o.turns)
+                r.text(o.status.rawValue); r.text(o.stopReason?.rawValue); r.text(o.prediction); r.text(Secrets.mask(o.error)); r.int(o.turns)
                 r.text(JSONValue.object(o.metadata).jsonText); r.text(at); r.int(rollout)
                 try r.run()
             case .custom(let body):

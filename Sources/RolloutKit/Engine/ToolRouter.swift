@@ -108,9 +108,14 @@ final class ToolRouter: Sendable {
         if let a = route.session { sent[a.name] = .string(a.render(session.values)) }
         do {
             let result = try await client.callTool(name: route.name, arguments: sent, sessionID: session.id)
-            return Answer(text: result.text, isError: result.isError, latencyMs: started.millisecondsSince, serverID: route.serverID)
+            // A result becomes a stored message and training data: secrets in use (a server
+            // echoing its own token) are masked always, credential shapes only in tool errors,
+            // so code or docs a tool returns are not altered.
+            let text = result.isError ? Secrets.mask(result.text) : Secrets.maskRegistered(result.text)
+            return Answer(text: text, isError: result.isError, latencyMs: started.millisecondsSince, serverID: route.serverID)
         } catch {
-            return Answer(text: "Error: \(error)", isError: true, latencyMs: started.millisecondsSince, serverID: route.serverID)
+            return Answer(text: Secrets.mask("Error: \(error)"), isError: true, latencyMs: started.millisecondsSince,
+                          serverID: route.serverID)
         }
     }
 

@@ -612,7 +612,7 @@ extension Warehouse {
                         return .graded(GradeRow(rolloutID: c.rolloutID, grader: d.name, verdict: verdict, failed: false))
                     } catch {
                         let fatal = (error as? LLMError).flatMap { $0.status }.map { [401, 403, 404].contains($0) } ?? (error is ConfigError)
-                        return .failed("rollout \(c.rolloutID): \(error)", fatal: fatal)
+                        return .failed(Secrets.mask("rollout \(c.rolloutID): \(error)"), fatal: fatal)
                     }
                 }
                 return true

@@ -234,16 +234,18 @@ extension Warehouse {
     static func registerServer(_ session: IngestSession, name: String, command: String, args: [String], env: [String],
                                cwd: String?, domains: [String], sessionArgument: SessionArgument? = nil) throws {
         var envObject = JSONObject()
-        for pair in env {
+        for (n, pair) in env.enumerated() {
             guard let eq = pair.firstIndex(of: "="), eq != pair.startIndex else {
-                throw IngestError(file: "--env", field: pair, "expected KEY=VALUE")
+                throw IngestError(file: "--env #\(n + 1)", field: Secrets.mask(pair), "expected KEY=VALUE")
             }
             let k = String(pair[..<eq]), v = String(pair[pair.index(after: eq)...])
-            if Secrets.looksLikeSecretKey(k) && !v.contains("${") && !v.isEmpty {
-                throw IngestError(file: "--env", field: k, "looks like a secret; store a reference such as \(k)=${\(k)} so the value stays in the environment, never in the database")
+            if let reason = Secrets.literalSecret(key: k, value: v) {
+                throw IngestError(file: "--env #\(n + 1)", field: k,
+                                  "\(reason); use ${VAR}: --env '\(k)=${\(k)}' with \(k) set in the environment (expanded when the server starts, never stored)")
             }
             envObject[k] = .string(v)
         }
+        try refuseLiteralSecrets(arguments: args)
         guard !command.isEmpty else { throw IngestError(file: "--command", "empty command") }
         let catalog = Catalog(session: session)
         let argsText = JSONValue.array(args.map(JSONValue.string)).jsonText
@@ -372,11 +374,26 @@ extension Warehouse {
     }
 }
 
-/// Recognizing secrets so they are never stored.
-public enum Secrets {
-    /// Environment or config keys whose values are credentials.
-    public static func looksLikeSecretKey(_ key: String) -> Bool {
-        let k = key.uppercased()
-        return ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL"].contains { k.contains($0) }
+extension Warehouse {
+    /// Refuses a server argument that is a literal credential: `--api-key=sk-…`, `--token X`,
+    /// or any argument shaped like one. `${VAR}` in arguments is expanded at launch.
+    static func refuseLiteralSecrets(arguments args: [String]) throws {
+        func refuse(_ n: Int, _ name: String?, _ reason: String) -> IngestError {
+            IngestError(file: "--arg #\(n + 1)", field: name,
+                        "\(reason); use ${VAR}: --arg '\(name.map { "\($0)=" } ?? "")${VAR}' with VAR set in the environment (expanded when the server starts, never stored)")
+        }
+        for (n, arg) in args.enumerated() {
+            if arg.hasPrefix("-"), let eq = arg.firstIndex(of: "=") {
+                let name = String(arg[..<eq])
+                if let reason = Secrets.literalSecret(key: name, value: String(arg[arg.index(after: eq)...])) {
+                    throw refuse(n, name, reason)
+                }
+            } else if arg.hasPrefix("-"), Secrets.looksLikeSecretKey(arg), n + 1 < args.count, !args[n + 1].hasPrefix("-") {
+                // `--api-key VALUE`: the next argument is the flag's value.
+                if let reason = Secrets.literalSecret(key: arg, value: args[n + 1]) { throw refuse(n + 1, arg, reason) }
+            } else if let reason = Secrets.literalSecret(key: nil, value: arg) {
+                throw refuse(n, nil, reason)
+            }
+        }
     }
 }

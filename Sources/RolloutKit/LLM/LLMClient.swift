@@ -23,6 +23,7 @@ public struct Endpoint: Sendable {
         self.apiKey = apiKey
         self.model = model
         self.thinkingStyle = thinkingStyle
+        Secrets.register(apiKey); Secrets.register(self.apiBase)
     }
 
     /// The registry entry resolved for calling: `${VAR}` references expanded now.

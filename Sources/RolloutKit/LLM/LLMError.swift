@@ -1,6 +1,7 @@
 /// Why a model call produced no usable response: what the server said, or what was wrong with
 /// the bytes it sent. It carries the HTTP status and the server's own message, never request
-/// headers, and key-like tokens in a server message are masked, so it is safe to log and store.
+/// headers, and the secrets in use and key-like tokens in a server message are masked, so it is
+/// safe to log and store.
 public struct LLMError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable, Equatable {
         /// The body is not JSON (and is neither empty, HTML nor cut short).
@@ -79,43 +80,9 @@ public struct LLMError: Error, Sendable, Equatable, CustomStringConvertible {
 
     // MARK: - Secrets
 
-    /// Masks API-key-like tokens a server may echo in its message: `sk-…` / `sk_…` keys
-    /// (OpenAI, Anthropic `sk-ant-…`, most proxies) and whatever follows `Bearer `.
-    static func maskingSecrets(_ text: String) -> String {
-        guard text.contains("sk-") || text.contains("sk_") || text.contains("Bearer ") else { return text }
-        let s = Array(text.unicodeScalars)
-        func isKey(_ c: Unicode.Scalar, dots: Bool) -> Bool {
-            switch c {
-            case "a"..."z", "A"..."Z", "0"..."9", "-", "_": true
-            case ".": dots
-            default: false
-            }
-        }
-        func starts(_ word: String, at i: Int) -> Bool {
-            let w = Array(word.unicodeScalars)
-            return i + w.count <= s.count && Array(s[i..<(i + w.count)]) == w
-        }
-        var out = String.UnicodeScalarView()
-        var i = 0
-        while i < s.count {
-            let bearer = starts("Bearer ", at: i)
-            let key = !bearer && (starts("sk-", at: i) || starts("sk_", at: i)) && (i == 0 || !isKey(s[i - 1], dots: false))
-            if bearer || key {
-                let tokenStart = i + (bearer ? 7 : 3)
-                var j = tokenStart
-                while j < s.count && isKey(s[j], dots: bearer) { j += 1 }
-                if j - tokenStart >= 8 {
-                    out.append(contentsOf: s[i..<tokenStart])
-                    out.append(contentsOf: "[redacted]".unicodeScalars)
-                    i = j
-                    continue
-                }
-            }
-            out.append(s[i])
-            i += 1
-        }
-        return String(out)
-    }
+    /// The server's text with secrets in use and credential-shaped tokens masked (`Secrets`):
+    /// a 401 that echoes the key (`Incorrect API key provided: …`) must not carry it on.
+    static func maskingSecrets(_ text: String) -> String { Secrets.mask(text) }
 }
 
 // MARK: - Shared wire helpers of the codecs

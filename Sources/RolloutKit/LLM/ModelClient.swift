@@ -160,7 +160,7 @@ struct Ledger: CallRecorder {
                 try insert.execute(arguments: [context.runID, context.rolloutID, context.role.rawValue, entry.name,
                                                entry.provider.rawValue, a.attempt, a.httpStatus, a.latencyMs,
                                                a.usage?.promptTokens, a.usage?.completionTokens, a.usage?.reasoningTokens,
-                                               a.usage?.cachedTokens, Self.cost(a.usage, entry: entry), a.finishReason, a.error,
+                                               a.usage?.cachedTokens, Self.cost(a.usage, entry: entry), a.finishReason, Secrets.mask(a.error),
                                                a.requestHash, now])
             }
         }

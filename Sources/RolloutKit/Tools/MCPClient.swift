@@ -102,9 +102,11 @@ public struct MCPError: Error, Sendable, CustomStringConvertible {
     init(_ kind: Kind, server: String, _ message: String, rpcCode: Int? = nil, stderrTail: [String] = []) {
         self.kind = kind
         self.server = server
-        self.message = message
+        // Both come from the server (its JSON-RPC errors, its stderr): a server that prints
+        // its token must not put it in our errors, logs or database.
+        self.message = Secrets.mask(message)
         self.rpcCode = rpcCode
-        self.stderrTail = stderrTail
+        self.stderrTail = stderrTail.map { Secrets.mask($0) }
     }
 
     public var description: String {
@@ -360,10 +362,18 @@ public final class MCPClient: Sendable {
         var childEnvironment = environment
         for key in spec.env.keys.sorted() {
             do {
-                childEnvironment[key] = try EnvReference.expand(spec.env[key]!, environment: environment,
-                                                                keyPath: "servers.\(spec.name).env.\(key)")
+                childEnvironment[key] = try EnvReference.expandSecret(spec.env[key]!, environment: environment,
+                                                                      keyPath: "servers.\(spec.name).env.\(key)")
             } catch let e as ConfigError {
                 throw MCPError(.spawnFailed, server: spec.name, e.reason)
+            }
+        }
+        var arguments: [String] = []
+        for (n, arg) in spec.args.enumerated() {
+            do {
+                arguments.append(try EnvReference.expandSecret(arg, environment: environment, keyPath: "servers.\(spec.name).args[\(n)]"))
+            } catch let e as ConfigError {
+                throw MCPError(.spawnFailed, server: spec.name, "argument \(n + 1) \(e.reason)")
             }
         }
         guard let executable = Self.resolveExecutable(spec.command, path: childEnvironment["PATH"], cwd: spec.cwd) else {
@@ -371,7 +381,7 @@ public final class MCPClient: Sendable {
                            "cannot start \"\(spec.command)\": not found on PATH (give a full path, or install it)")
         }
         do {
-            return try ChildProcess.spawn(executable: executable, arguments: [spec.command] + spec.args,
+            return try ChildProcess.spawn(executable: executable, arguments: [spec.command] + arguments,
                                           environment: childEnvironment, cwd: spec.cwd)
         } catch let failure as SpawnFailure {
             let reason = String(cString: strerror(failure.code))
