@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOPosix
@@ -29,7 +30,7 @@ final class HostilePeer: Sendable {
     let transport: Transport
     private let accepted = Mutex(0)
 
-    var port: Int { channel.localAddress!.port! }
+    let port: Int
     var connections: Int { accepted.withLock { $0 } }
     var url: String { "\(transport == .tls ? "https" : "http")://127.0.0.1:\(port)/v1" }
 
@@ -38,6 +39,7 @@ final class HostilePeer: Sendable {
     private init(channel: any Channel, transport: Transport) {
         self.channel = channel
         self.transport = transport
+        port = channel.localAddress?.port ?? 0
     }
 
     static func start(_ transport: Transport, _ script: Script) async throws -> HostilePeer {
@@ -169,7 +171,7 @@ struct HostilePeerTests {
         #expect(attempts.count == 1)
         if length == "18446744073709551616" {
             // Past 64 bits the HTTP parser itself refuses the number.
-            #expect(error.message.contains("malformed HTTP response") || error.message.contains("declared a \(length)-byte body"), "\(error)")
+            #expect(error.message == "malformed HTTP response: Content-Length is not a byte count", "\(error)")
         } else {
             #expect(error.message == "the server declared a \(length)-byte body, over the 256 MiB limit", "\(error)")
             #expect(error.status == 200)
@@ -180,15 +182,15 @@ struct HostilePeerTests {
     func malformedContentLengthIsACleanError(transport: HostilePeer.Transport, length: String) async throws {
         let (error, _, _) = try await Self.call(transport, .send(Self.head("Content-Length: \(length)") + "{}"))
         #expect(error.kind == .connection)
-        #expect(error.message.contains("Content-Length"), "\(error)")
-        #expect(!error.message.contains("HPE_") && !error.message.contains("HTTPParserError"), "\(error)")
+        #expect(error.message == "malformed HTTP response: Content-Length is not a byte count", "\(error)")
     }
 
     @Test(arguments: HostilePeer.Transport.allCases)
     func conflictingContentLengthsAreACleanError(transport: HostilePeer.Transport) async throws {
         let (error, _, _) = try await Self.call(transport, .send(Self.head("Content-Length: 2", "Content-Length: 7") + "{}"))
         #expect(error.kind == .connection)
-        #expect(error.message.contains("Content-Length"), "\(error)")
+        #expect(error.message == "malformed HTTP response: a Content-Length the response may not have (repeated, or beside chunked encoding)",
+                "\(error)")
     }
 
     // MARK: - Chunked bodies
@@ -196,8 +198,10 @@ struct HostilePeerTests {
     @Test(arguments: HostilePeer.Transport.allCases)
     func chunkSizeOverflowIsACleanError(transport: HostilePeer.Transport) async throws {
         let (error, _, _) = try await Self.call(transport, .send(Self.head("Transfer-Encoding: chunked") + "1FFFFFFFFFFFFFFFFF\r\nab"))
-        #expect([.connection, .truncatedBody].contains(error.kind))
-        #expect(error.message.contains("chunk size"), "\(error)")
+        // The head was fine: a 200 cut short by a bad chunk, retried like any truncated body.
+        #expect(error.kind == .truncatedBody)
+        #expect(error.message == "the response body ended early (0 bytes): malformed HTTP response: a chunk size that is malformed or too large",
+                "\(error)")
     }
 
     /// A chunk that declares 2^63-1 bytes and streams without end stops at the body cap.
@@ -241,7 +245,7 @@ struct HostilePeerTests {
         let (error, _, _) = try await Self.call(transport, .repeating(prefix: "HTTP/1.1 200 OK\r\n", unit: String(repeating: line, count: 8),
                                                                      every: 0.002))
         #expect(error.kind == .connection)
-        #expect(error.message.contains("headers are too large"), "\(error)")
+        #expect(error.message == "malformed HTTP response: the response headers are too large", "\(error)")
     }
 
     /// Header bytes one at a time: over plain http each byte counts as data, so the request
@@ -348,5 +352,45 @@ struct ReadTimeoutSettingTests {
             let text = "\(error)"
             return text.contains("models.yml:5") && text.contains("read_timeout") && text.contains("above 0")
         }
+    }
+}
+
+/// The other readers of HTTP bodies (the local batch runner, the provider Batch API client)
+/// go through the same limits.
+@Suite("Hostile HTTP peers: batch paths")
+struct HostilePeerBatchTests {
+    @Test func localRunnerRefusesAHugeDeclaredLength() async throws {
+        let peer = try await HostilePeer.start(.plain, .send(HostilePeerTests.head("Content-Length: 4294967296")))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let result = await LocalBatchRunner.send(http: http, url: peer.url + "/chat/completions", headers: [], body: Array("{}".utf8),
+                                            policy: RetryPolicy(maxAttempts: 1, requestTimeout: 120, readTimeout: 60))
+        guard case .failure(let failure) = result else { Issue.record("a 4 GiB declared body was accepted"); return }
+        #expect(failure.message == "no response (HTTP 200): the server declared a 4294967296-byte body, over the 256 MiB limit")
+        try await http.shutdown()
+        await peer.stop()
+    }
+
+    @Test func localRunnerEndsASilentCallAtTheReadTimeout() async throws {
+        let peer = try await HostilePeer.start(.plain, .silent)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let result = await LocalBatchRunner.send(http: http, url: peer.url + "/chat/completions", headers: [], body: Array("{}".utf8),
+                                            policy: RetryPolicy(maxAttempts: 1, requestTimeout: 120, readTimeout: 1))
+        guard case .failure(let failure) = result else { Issue.record("a silent server answered"); return }
+        #expect(failure.message == "no response: no data from 127.0.0.1:\(peer.port) for 1 s (read_timeout)")
+        try await http.shutdown()
+        await peer.stop()
+    }
+
+    @Test func batchDownloadRefusesAHugeDeclaredLength() async throws {
+        let peer = try await HostilePeer.start(.plain, .send(HostilePeerTests.head("Content-Length: 4294967296")))
+        let client = BatchClient(warehouse: try Warehouse.inMemory(), timeoutSeconds: 120)
+        await #expect {
+            _ = try await client.send(.GET, peer.url + "/files/x/content",
+                                      endpoint: BatchEndpoint(provider: .openai, apiBase: peer.url, apiKey: nil), retry: false)
+        } throws: { error in
+            "\(error)" == "GET \(peer.url)/files/x/content: no response: the server declared a 4294967296-byte body, over the 2048 MiB limit"
+        }
+        try await client.shutdown()
+        await peer.stop()
     }
 }

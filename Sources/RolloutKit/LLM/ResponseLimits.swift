@@ -91,7 +91,7 @@ struct ResponseLimits: Sendable {
         switch e {
         case .invalidContentLength: "Content-Length is not a byte count"
         case .unexpectedContentLength: "a Content-Length the response may not have (repeated, or beside chunked encoding)"
-        case .invalidChunkSize: "a chunk size that is not a valid number"
+        case .invalidChunkSize: "a chunk size that is malformed or too large"
         case .headerOverflow: "the response headers are too large"
         case .invalidEOFState: "the connection ended in the middle of the response"
         case .invalidStatus: "not a valid status line"
