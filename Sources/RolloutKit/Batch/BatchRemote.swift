@@ -116,12 +116,11 @@ public final class BatchClient: Sendable {
             var request = HTTPClientRequest(url: url)
             request.method = method
             for (k, v) in endpoint.headers { request.headers.add(name: k, value: v) }
-            if let body {
+            if body != nil {
                 request.headers.add(name: "Content-Type", value: contentType)
-                request.body = .bytes(ByteBuffer(bytes: body))
             }
             do {
-                let response = try await limits.fetch(request, on: http, host: ResponseLimits.authority(of: url))
+                let response = try await limits.fetch(request, body: body, on: http, host: ResponseLimits.authority(of: url))
                 let bytes = response.body
                 let status = response.status
                 if retry, attempt < 5, status == 429 || status >= 500 {

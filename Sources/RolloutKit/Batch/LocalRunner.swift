@@ -244,10 +244,9 @@ public enum LocalBatchRunner {
                 var request = HTTPClientRequest(url: url)
                 request.method = .POST
                 for (k, v) in headers { request.headers.add(name: k, value: v) }
-                request.body = .bytes(ByteBuffer(bytes: body))
                 let limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: policy.readTimeout,
                                             requestTimeout: policy.requestTimeout)
-                let response = try await limits.fetch(request, on: http, host: ResponseLimits.authority(of: url))
+                let response = try await limits.fetch(request, body: body, on: http, host: ResponseLimits.authority(of: url))
                 let status = response.status
                 retryAfter = response.headers.first(name: "retry-after").flatMap { Double($0.trimmingCharacters(in: .whitespaces)) }
                 let bytes = response.body

@@ -229,8 +229,7 @@ public final class LLMClient: Sendable {
                 var http = HTTPClientRequest(url: endpoint.url)
                 http.method = .POST
                 for (k, v) in headers { http.headers.add(name: k, value: v) }
-                http.body = .bytes(ByteBuffer(bytes: body))
-                let response = try await limits.fetch(http, on: self.http, host: host)
+                let response = try await limits.fetch(http, body: body, on: self.http, host: host)
                 status = response.status
                 retryAfter = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
                 let decoded = try Self.decode(response.body, status: response.status, provider: endpoint.provider)

@@ -304,6 +304,7 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     private var received = 0
     private var expected: Int?
     private var closed = false
+    /// The current request's (set in `start`).
     private var limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: ResponseLimits.defaultReadTimeout,
                                         requestTimeout: 600)
     var reused = false

@@ -119,15 +119,19 @@ struct FetchedResponse: Sendable {
 }
 
 extension ResponseLimits {
-    /// Sends `request` with `client` and reads the whole response within the limits: the
-    /// declared length checked before any byte is kept, the body capped as it arrives, and a
-    /// watchdog that ends the attempt after `readTimeout` seconds with nothing received (or
-    /// at `requestTimeout`). async-http-client's own read timeout is per client, and models
-    /// differ, so the idle time is enforced here, per request: until the head arrives, then
-    /// between body parts. The watchdog cancels the request, which closes its connection.
-    func fetch(_ request: HTTPClientRequest, on client: HTTPClient, host: String) async throws -> FetchedResponse {
+    /// Sends `request` (with `body`, if any) with `client` and reads the whole response within
+    /// the limits: the declared length checked before any byte is kept, the body capped as it
+    /// arrives, and a watchdog that ends the attempt after `readTimeout` seconds in which
+    /// nothing moved (or at `requestTimeout`). async-http-client's own read timeout is per
+    /// client, and models differ, so the idle time is enforced here, per request: the upload
+    /// counts as activity piece by piece, then the wait for the head, then the gaps between body
+    /// parts. The watchdog cancels the request, which closes its connection.
+    func fetch(_ request: HTTPClientRequest, body: [UInt8]?, on client: HTTPClient, host: String) async throws -> FetchedResponse {
         let activity = Activity()
         let started = ContinuousClock.now
+        var withBody = request
+        if let body { withBody.body = .stream(UploadPieces(bytes: body, activity: activity), length: .known(Int64(body.count))) }
+        let request = withBody
         do {
             return try await withThrowingTaskGroup(of: FetchedResponse.self) { group in
                 group.addTask { try await self.exchange(request, on: client, activity: activity) }
@@ -143,9 +147,8 @@ extension ResponseLimits {
                 defer { group.cancelAll() }
                 return try await group.next()!
             }
-        } catch let e as LLMError {
-            throw e
         } catch {
+            // A cancelled call ends as cancelled, whatever its request failed with meanwhile.
             if Task.isCancelled { throw CancellationError() }
             throw error
         }
@@ -196,11 +199,36 @@ extension ResponseLimits {
         return String(authority.split(separator: "@").last ?? authority)
     }
 
-    /// When the last byte arrived, and the status once the head is in.
+    /// When something last moved (a piece sent, a byte received), and the status once the head is in.
     final class Activity: Sendable {
         private let state = Mutex<(last: ContinuousClock.Instant, status: Int?)>((ContinuousClock.now, nil))
         var last: ContinuousClock.Instant { state.withLock { $0.last } }
         var status: Int? { state.withLock { $0.status } }
-        func touch(status: Int) { state.withLock { $0 = (ContinuousClock.now, status) } }
+        func touch(status: Int? = nil) { state.withLock { $0 = (ContinuousClock.now, status ?? $0.status) } }
+    }
+
+    /// A request body in 64 KiB pieces. The client takes the next piece when the connection
+    /// can carry it, so each piece taken is upload progress: a large batch file on a slow link
+    /// is not mistaken for a silent server.
+    struct UploadPieces: AsyncSequence, Sendable {
+        typealias Element = ByteBuffer
+        let bytes: [UInt8]
+        let activity: Activity
+
+        struct AsyncIterator: AsyncIteratorProtocol {
+            let bytes: [UInt8]
+            let activity: Activity
+            var offset = 0
+
+            mutating func next() async -> ByteBuffer? {
+                guard offset < bytes.count else { return nil }
+                activity.touch()
+                let end = Swift.min(bytes.count, offset + (64 << 10))
+                defer { offset = end }
+                return ByteBuffer(bytes: bytes[offset..<end])
+            }
+        }
+
+        func makeAsyncIterator() -> AsyncIterator { AsyncIterator(bytes: bytes, activity: activity) }
     }
 }
