@@ -73,7 +73,7 @@ public final class BatchClient: Sendable {
         configuration.decompression = .enabled(limit: .ratio(50))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.warehouse = warehouse
-        limits = ResponseLimits(maxBody: 1 << 31, readTimeout: ResponseLimits.defaultReadTimeout, requestTimeout: Double(timeoutSeconds))
+        limits = ResponseLimits(maxBody: 1 << 31, readTimeout: RetryPolicy.defaultReadTimeout, requestTimeout: Double(timeoutSeconds))
     }
 
     public func shutdown() async throws { try await http.shutdown() }

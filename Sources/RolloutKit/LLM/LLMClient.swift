@@ -62,10 +62,14 @@ public struct RetryPolicy: Sendable {
     public var requestTimeout: Double = 600
     /// Seconds without a byte from the server (before the head, or between body parts) before
     /// the attempt fails; a model's `read_timeout` overrides it.
-    public var readTimeout: Double = ResponseLimits.defaultReadTimeout
+    public var readTimeout: Double = RetryPolicy.defaultReadTimeout
+    /// Long enough for a slow first token, short enough that a silent server fails a call in
+    /// minutes; models that think longer before answering set `read_timeout`.
+    public static let defaultReadTimeout: Double = 120
 
     public init(maxAttempts: Int = 5, baseDelay: Double = 0.5, maxDelay: Double = 30, maxRetryAfter: Double = 120,
-                connectTimeout: Double = 10, requestTimeout: Double = 600, readTimeout: Double = 120) {
+                connectTimeout: Double = 10, requestTimeout: Double = 600,
+                readTimeout: Double = RetryPolicy.defaultReadTimeout) {
         self.maxAttempts = maxAttempts
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay

@@ -305,7 +305,7 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     private var expected: Int?
     private var closed = false
     /// The current request's (set in `start`).
-    private var limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: ResponseLimits.defaultReadTimeout,
+    private var limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: RetryPolicy.defaultReadTimeout,
                                         requestTimeout: 600)
     var reused = false
 

@@ -18,9 +18,6 @@ struct ResponseLimits: Sendable {
 
     /// A chat completion is kilobytes; a body this large is a broken or hostile server.
     static let defaultMaxBody = 256 << 20
-    /// The default `read_timeout`: long enough for a slow first token, short enough that a
-    /// silent server fails a call in minutes.
-    static let defaultReadTimeout: Double = 120
     /// The most capacity reserved up front from a declared Content-Length; beyond it the
     /// buffer grows as bytes actually arrive.
     static let reserveBound = 1 << 20
