@@ -20,6 +20,8 @@ final class HostilePeer: Sendable {
     enum Script: Sendable {
         /// Sends these bytes and keeps the connection open.
         case send(String)
+        /// Sends `head`, then `body` as raw bytes, and keeps the connection open.
+        case sendBytes(head: String, body: [UInt8])
         /// Sends nothing, ever.
         case silent
         /// Sends `prefix`, then `unit` every `every` seconds, `times` times or until the client goes.
@@ -100,6 +102,10 @@ final class HostilePeer: Sendable {
                 break
             case .send(let text):
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: text)), promise: nil)
+            case .sendBytes(let head, let body):
+                var buffer = ByteBuffer(string: head)
+                buffer.writeBytes(body)
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
             case .repeating(let prefix, let unit, let every, let times):
                 context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: prefix)), promise: nil)
                 let channel = context.channel
@@ -201,6 +207,23 @@ struct HostilePeerTests {
         let (error, _, _) = try await Self.call(transport, .send(Self.head("Content-Length: 2", "Content-Length: 7") + "{}"))
         #expect(error.kind == .connection)
         #expect(error.message == "malformed HTTP response: a Content-Length the response may not have (repeated, or beside chunked encoding)",
+                "\(error)")
+    }
+
+    // MARK: - Compressed bodies
+
+    /// 1 MiB of "0" gzipped to 1,052 bytes (Python `gzip.compress(b"0" * 2**20, 9, mtime=0)`):
+    /// over the 50× expansion both transports allow.
+    static let gzipBomb: [UInt8] = Array(Data(base64Encoded: "H4sIAAAAAAACA+3BMQEAAADCoErrn84QvkAB" + String(repeating: "A", count: 1353)
+                                              + "HwG2nWmNwAAEAA=")!)
+
+    @Test(arguments: HostilePeer.Transport.allCases)
+    func decompressionBombIsRefused(transport: HostilePeer.Transport) async throws {
+        #expect(Self.gzipBomb.count == 1052)
+        let head = Self.head("Content-Encoding: gzip", "Content-Length: \(Self.gzipBomb.count)")
+        let (error, _, _) = try await Self.call(transport, .sendBytes(head: head, body: Self.gzipBomb))
+        #expect(error.kind == .connection)
+        #expect(error.message == "the compressed response body expands to over 50 times its size (refused as a decompression bomb)",
                 "\(error)")
     }
 

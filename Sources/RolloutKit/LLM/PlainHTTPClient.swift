@@ -354,7 +354,10 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
+        if error is NIOHTTPDecompression.DecompressionError {
+            // Not a body cut short: what came expands too far (or is not gzip/deflate at all).
+            finish(.failure(LLMError.transport(ResponseLimits.describe(error), status: head.map { Int($0.status.code) })), .close)
+        } else if error is HTTPParserError {
             fail(reason: ResponseLimits.describe(error), malformed: true)
         } else {
             fail(reason: "\(error)")

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
+import NIOHTTPCompression
 import NIOSSL
 import Synchronization
 
@@ -69,6 +70,11 @@ struct ResponseLimits: Sendable {
     /// response, a TLS failure, a timeout, a closed connection.
     static func describe(_ error: any Error) -> String {
         if let e = error as? HTTPParserError { return "malformed HTTP response: \(parserReason(e))" }
+        if let e = error as? NIOHTTPDecompression.DecompressionError {
+            return e == .limit ? "the compressed response body expands to over 50 times its size (refused as a decompression bomb)"
+                : "the compressed response body is corrupt"
+        }
+        if error is NIOHTTPDecompression.ExtraDecompressionError { return "the compressed response body is corrupt" }
         if let e = error as? NIOSSLError { return "TLS failure: \(e)" }
         if let e = error as? BoringSSLError { return "TLS failure: \(e)" }
         if let e = error as? HTTPClientError {
@@ -179,6 +185,8 @@ extension ResponseLimits {
             throw expired(status: status)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let e as NIOHTTPDecompression.DecompressionError {
+            throw LLMError.transport(Self.describe(e), status: status)
         } catch {
             throw Self.truncated(received: out.count, expected: expected, reason: Self.describe(error), status: status)
         }
