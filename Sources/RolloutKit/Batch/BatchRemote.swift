@@ -64,7 +64,9 @@ public struct BatchPartStatus: Sendable, Codable {
 public final class BatchClient: Sendable {
     let http: HTTPClient
     let warehouse: Warehouse
-    let timeout: TimeAmount
+    /// Per request: the whole-request timeout, the default read timeout, and a body cap that
+    /// fits a batch's result file (held in memory before it is written).
+    let limits: ResponseLimits
 
     public init(warehouse: Warehouse, timeoutSeconds: Int64 = 600) {
         var configuration = HTTPClient.Configuration()
@@ -72,7 +74,7 @@ public final class BatchClient: Sendable {
         configuration.decompression = .enabled(limit: .ratio(50))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         self.warehouse = warehouse
-        timeout = .seconds(timeoutSeconds)
+        limits = ResponseLimits(maxBody: 1 << 31, readTimeout: RetryPolicy.defaultReadTimeout, requestTimeout: Double(timeoutSeconds))
     }
 
     public func shutdown() async throws { try await http.shutdown() }
@@ -115,15 +117,13 @@ public final class BatchClient: Sendable {
             var request = HTTPClientRequest(url: url)
             request.method = method
             for (k, v) in endpoint.headers { request.headers.add(name: k, value: v) }
-            if let body {
+            if body != nil {
                 request.headers.add(name: "Content-Type", value: contentType)
-                request.body = .bytes(ByteBuffer(bytes: body))
             }
             do {
-                let response = try await http.execute(request, timeout: timeout)
-                var buffer = try await response.body.collect(upTo: 1 << 31)
-                let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
-                let status = Int(response.status.code)
+                let response = try await limits.fetch(request, body: body, on: http, host: ResponseLimits.authority(of: url))
+                let bytes = response.body
+                let status = response.status
                 if retry, attempt < 5, status == 429 || status >= 500 {
                     try await Task.sleep(for: .milliseconds(500 << (attempt - 1)))
                     continue
@@ -136,7 +136,7 @@ public final class BatchClient: Sendable {
                     try await Task.sleep(for: .milliseconds(500 << (attempt - 1)))
                     continue
                 }
-                throw BatchError("\(method) \(url): no response: \(error)")
+                throw BatchError("\(method) \(url): no response: \((error as? LLMError)?.message ?? ResponseLimits.describe(error))")
             }
         }
     }

@@ -309,12 +309,12 @@ public enum LocalBatchRunner {
                 var request = HTTPClientRequest(url: url)
                 request.method = .POST
                 for (k, v) in headers { request.headers.add(name: k, value: v) }
-                request.body = .bytes(ByteBuffer(bytes: body))
-                let response = try await http.execute(request, timeout: .milliseconds(Int64(policy.requestTimeout * 1000)))
-                let status = Int(response.status.code)
+                let limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: policy.readTimeout,
+                                            requestTimeout: policy.requestTimeout)
+                let response = try await limits.fetch(request, body: body, on: http, host: ResponseLimits.authority(of: url))
+                let status = response.status
                 retryAfter = response.headers.first(name: "retry-after").flatMap { Double($0.trimmingCharacters(in: .whitespaces)) }
-                var buffer = try await response.body.collect(upTo: 256 << 20)
-                let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+                let bytes = response.body
                 let parsed = try? JSONParser.parse(bytes)
                 if status == 200, let parsed, case .object = parsed { return .success(parsed) }
                 let message = parsed?["error"]?["message"]?.stringValue ?? String(decoding: bytes.prefix(300), as: UTF8.self)
@@ -322,6 +322,9 @@ public enum LocalBatchRunner {
                 retryable = LLMError.isRetryable(status: status) || status == 200
             } catch is CancellationError {
                 return .failure(Failure(status: nil, body: nil, message: "cancelled"))
+            } catch let e as LLMError {
+                failure = Failure(status: nil, body: nil, message: e.description)
+                retryable = true
             } catch {
                 failure = Failure(status: nil, body: nil, message: "no response: \(error)")
                 retryable = true

@@ -91,6 +91,12 @@ public struct ModelRegistry: Sendable {
             for (k, v) in try node.mapping() where !["provider", "api_base", "api_key", "mode", "price"].contains(k) {
                 entry.settings[k] = v.json()
             }
+            if let timeout = node.child("read_timeout") {
+                // Read once per call from `settings`; checked here so a typo fails at load, not mid-run.
+                guard let seconds = try? timeout.double(), seconds > 0, seconds <= 86_400 else {
+                    throw timeout.error("read_timeout is the seconds to wait with no data from the server: a number above 0 and at most 86400 (e.g. 120)")
+                }
+            }
             entries.append(entry)
         }
         return ModelRegistry(file: file, entries: entries)

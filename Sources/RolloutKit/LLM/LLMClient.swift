@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import Synchronization
 
 /// Where and how to send one model's requests. Built from a registry entry; `apiKey` is the
@@ -15,6 +16,9 @@ public struct Endpoint: Sendable {
     public var model: String
     public var thinkingStyle: ThinkingStyle
     public var anthropicVersion = "2023-06-01"
+    /// Seconds without a byte from the server before an attempt fails (the entry's
+    /// `read_timeout`); nil: the retry policy's.
+    public var readTimeout: Double?
 
     public init(provider: ModelEntry.Provider, apiBase: String, apiKey: String?, model: String,
                 thinkingStyle: ThinkingStyle = .none) {
@@ -35,6 +39,7 @@ public struct Endpoint: Sendable {
             ?? (entry.mode == "chat_template_kwargs" ? .chatTemplateKwargs : .none)
         self.init(provider: entry.provider, apiBase: base, apiKey: key, model: entry.settings["model"]?.stringValue ?? model,
                   thinkingStyle: style)
+        readTimeout = entry.settings["read_timeout"].flatMap { $0.doubleValue ?? $0.stringValue.flatMap(Double.init) }
     }
 
     var url: String {
@@ -56,15 +61,28 @@ public struct RetryPolicy: Sendable {
     public var connectTimeout: Double = 10
     /// Whole request, connection to last byte.
     public var requestTimeout: Double = 600
+    /// Seconds without a byte from the server (before the head, or between body parts) before
+    /// the attempt fails; a model's `read_timeout` overrides it.
+    public var readTimeout: Double = RetryPolicy.defaultReadTimeout
+    /// Long enough for a slow first token, short enough that a silent server fails a call in
+    /// minutes; models that think longer before answering set `read_timeout`.
+    public static let defaultReadTimeout: Double = 120
 
     public init(maxAttempts: Int = 5, baseDelay: Double = 0.5, maxDelay: Double = 30, maxRetryAfter: Double = 120,
-                connectTimeout: Double = 10, requestTimeout: Double = 600) {
+                connectTimeout: Double = 10, requestTimeout: Double = 600,
+                readTimeout: Double = RetryPolicy.defaultReadTimeout) {
         self.maxAttempts = maxAttempts
         self.baseDelay = baseDelay
         self.maxDelay = maxDelay
         self.maxRetryAfter = maxRetryAfter
         self.connectTimeout = connectTimeout
         self.requestTimeout = requestTimeout
+        self.readTimeout = readTimeout
+    }
+
+    /// The limits of one attempt at `endpoint`.
+    func limits(for endpoint: Endpoint, maxBody: Int) -> ResponseLimits {
+        ResponseLimits(maxBody: maxBody, readTimeout: endpoint.readTimeout ?? readTimeout, requestTimeout: requestTimeout)
     }
 
     /// Delay before attempt `attempt + 1` (attempt counts from 1): full-jitter exponential,
@@ -115,9 +133,18 @@ public final class LLMClient: Sendable {
     let http: HTTPClient
     /// Plain http: our own keep-alive client on the same event loops.
     let plain: PlainHTTPClient
+    /// Largest response body accepted, on both transports.
+    let maxBody: Int
 
     /// `maxConnectionsPerHost` should be at least the number of requests in flight.
-    public init(maxConnectionsPerHost: Int = 64, connectTimeout: Double = 10) {
+    public convenience init(maxConnectionsPerHost: Int = 64, connectTimeout: Double = 10) {
+        self.init(maxConnectionsPerHost: maxConnectionsPerHost, connectTimeout: connectTimeout, trustRoots: nil)
+    }
+
+    /// `trustRoots`: a PEM file of certificates to trust for https instead of the system's
+    /// (tests' self-signed servers). `maxBody`: the body cap in bytes.
+    init(maxConnectionsPerHost: Int = 64, connectTimeout: Double = 10, trustRoots: String?,
+         maxBody: Int = ResponseLimits.defaultMaxBody) {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(60),
                                              concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, maxConnectionsPerHost))
@@ -126,8 +153,14 @@ public final class LLMClient: Sendable {
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout = .init(connect: .milliseconds(Int64(connectTimeout * 1000)))
         configuration.decompression = .enabled(limit: .ratio(50))
+        if let trustRoots {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .file(trustRoots)
+            configuration.tlsConfiguration = tls
+        }
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         plain = PlainHTTPClient(connectTimeout: connectTimeout)
+        self.maxBody = maxBody
     }
 
     public func shutdown() async throws {
@@ -176,6 +209,8 @@ public final class LLMClient: Sendable {
                          onAttempt: @Sendable (CallAttempt) -> Void = { _ in }) async throws -> ChatResponse {
         let (body, headers, hash) = (encoded.body, encoded.headers, encoded.hash)
         let target = PlainTarget(endpoint.url)
+        let limits = policy.limits(for: endpoint, maxBody: maxBody)
+        let host = ResponseLimits.authority(of: endpoint.url)
         var attempt = 0
         while true {
             attempt += 1
@@ -187,7 +222,7 @@ public final class LLMClient: Sendable {
             do {
                 if let target {
                     let response = try await plain.post(host: target.host, port: target.port, path: target.path, headers: headers,
-                                                        body: body, timeout: policy.requestTimeout)
+                                                        body: body, limits: limits)
                     status = response.status
                     retryAfter = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
                     let decoded = try Self.decode(Array(response.body.readableBytesView), status: response.status,
@@ -199,12 +234,10 @@ public final class LLMClient: Sendable {
                 var http = HTTPClientRequest(url: endpoint.url)
                 http.method = .POST
                 for (k, v) in headers { http.headers.add(name: k, value: v) }
-                http.body = .bytes(ByteBuffer(bytes: body))
-                let response = try await self.http.execute(http, timeout: .milliseconds(Int64(policy.requestTimeout * 1000)))
-                status = Int(response.status.code)
+                let response = try await limits.fetch(http, body: body, on: self.http, host: host)
+                status = response.status
                 retryAfter = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
-                let bytes = try await Self.collect(response.body, expected: response.headers.first(name: "content-length").flatMap(Int.init))
-                let decoded = try Self.decode(bytes, status: Int(response.status.code), provider: endpoint.provider)
+                let decoded = try Self.decode(response.body, status: response.status, provider: endpoint.provider)
                 onAttempt(CallAttempt(attempt: attempt, httpStatus: status, latencyMs: started.millisecondsSince,
                                       usage: decoded.usage, finishReason: decoded.finishReason, error: nil, requestHash: hash))
                 return decoded
@@ -215,7 +248,7 @@ public final class LLMClient: Sendable {
                                       error: "cancelled", requestHash: hash))
                 throw CancellationError()
             } catch {
-                failure = LLMError.transport(Self.describe(error), status: status)
+                failure = LLMError.transport(ResponseLimits.describe(error), status: status)
             }
             onAttempt(CallAttempt(attempt: attempt, httpStatus: failure.status ?? status, latencyMs: started.millisecondsSince,
                                   error: failure.description, requestHash: hash))
@@ -240,26 +273,6 @@ public final class LLMClient: Sendable {
         }
     }
 
-    /// The body, or a truncation error when the connection ended before Content-Length.
-    static func collect(_ body: HTTPClientResponse.Body, expected: Int?) async throws -> [UInt8] {
-        var out: [UInt8] = []
-        if let expected { out.reserveCapacity(expected) }
-        do {
-            for try await var chunk in body {
-                out += chunk.readBytes(length: chunk.readableBytes) ?? []
-                if out.count > 256 << 20 { throw LLMError.transport("response body over 256 MiB", status: nil) }
-            }
-        } catch let e as LLMError {
-            throw e
-        } catch {
-            throw LLMError.truncated("the response body ended early (\(out.count) of \(expected.map(String.init) ?? "?") bytes): \(describe(error))")
-        }
-        if let expected, out.count < expected {
-            throw LLMError.truncated("the response body ended early (\(out.count) of \(expected) bytes)")
-        }
-        return out
-    }
-
     /// Seconds from `Retry-After` (delta-seconds or an HTTP date).
     static func parseRetryAfter(_ text: String) -> Double? {
         if let s = Double(text.trimmingCharacters(in: .whitespaces)) { return max(0, s) }
@@ -268,11 +281,6 @@ public final class LLMClient: Sendable {
         f.timeZone = TimeZone(identifier: "GMT")
         f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         return f.date(from: text).map { max(0, $0.timeIntervalSinceNow) }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if let e = error as? HTTPClientError { return "connection: \(e)" }
-        return "connection: \(error)"
     }
 }
 

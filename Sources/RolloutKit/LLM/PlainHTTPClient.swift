@@ -13,7 +13,9 @@ import NIOPosix
 /// Behaviour kept from the async-http-client setup it stands in for: `Accept-Encoding: deflate,
 /// gzip` with responses decompressed (ratio limit 50), connect timeout, a refused connection
 /// failing at once, a whole-request deadline, cancellation closing the connection, a body cut
-/// short reported as truncated, idle connections dropped after 60 s.
+/// short reported as truncated, idle connections dropped after 60 s. The peer is not trusted
+/// (`ResponseLimits`): its declared length is checked and never sizes a buffer, the body is
+/// capped, and `readTimeout` seconds without a byte fail the request.
 final class PlainHTTPClient: Sendable {
     struct Response: Sendable {
         var status: Int
@@ -41,7 +43,7 @@ final class PlainHTTPClient: Sendable {
 
     /// POSTs `body` to `http://host:port/path` and returns the complete response.
     func post(host: String, port: Int, path: String, headers: [(String, String)], body: [UInt8],
-              timeout: Double) async throws -> Response {
+              limits: ResponseLimits) async throws -> Response {
         let pool = pool()
         let exchange = Exchange(promise: pool.loop.makePromise(of: Response.self))
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
@@ -50,7 +52,7 @@ final class PlainHTTPClient: Sendable {
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.add(name: "Content-Length", value: String(body.count))
         let request = Request(host: host, port: port, head: head, body: body,
-                              deadline: .now() + .milliseconds(Int64(timeout * 1000)), timeout: timeout)
+                              deadline: .now() + .milliseconds(Int64(limits.requestTimeout * 1000)), limits: limits)
         let connectTimeout = self.connectTimeout
         return try await withTaskCancellationHandler {
             if pool.loop.inEventLoop {
@@ -77,7 +79,7 @@ final class PlainHTTPClient: Sendable {
         var head: HTTPRequestHead
         var body: [UInt8]
         var deadline: NIODeadline
-        var timeout: Double
+        var limits: ResponseLimits
     }
 
     /// One request's outcome, completed once (response, error or cancellation) on its loop.
@@ -87,6 +89,9 @@ final class PlainHTTPClient: Sendable {
         var done = false
         var channel: (any Channel)?
         var timer: Scheduled<Void>?
+        /// The idle watch: when a byte last arrived, and the check due at `lastByte + readTimeout`.
+        var lastByte = NIODeadline.now()
+        var idleTimer: Scheduled<Void>?
 
         init(promise: EventLoopPromise<Response>) { self.promise = promise }
 
@@ -99,6 +104,7 @@ final class PlainHTTPClient: Sendable {
             guard !done else { return }
             done = true
             timer?.cancel()
+            idleTimer?.cancel()
             promise.succeed(r)
         }
 
@@ -106,7 +112,28 @@ final class PlainHTTPClient: Sendable {
             guard !done else { return }
             done = true
             timer?.cancel()
+            idleTimer?.cancel()
             promise.fail(e)
+        }
+
+        /// Starts the idle watch from now: the request is on the wire. One timer per request,
+        /// moved on when it finds that bytes came meanwhile (a byte costs a clock read, not a timer).
+        func watchIdle(on loop: any EventLoop, limits: ResponseLimits, host: String) {
+            lastByte = .now()
+            let interval = TimeAmount.milliseconds(Int64(limits.readTimeout * 1000))
+            @Sendable func arm(at deadline: NIODeadline) {
+                idleTimer = loop.scheduleTask(deadline: deadline) { [self] in
+                    guard !done else { return }
+                    if NIODeadline.now() - lastByte >= interval {
+                        fail(limits.idle(host: host))
+                        channel?.close(promise: nil)
+                    } else {
+                        arm(at: lastByte + interval)
+                    }
+                }
+            }
+            idleTimer?.cancel()
+            arm(at: lastByte + interval)
         }
 
         func cancel() {
@@ -167,8 +194,7 @@ final class LoopPool: @unchecked Sendable {
     func submit(_ request: PlainHTTPClient.Request, _ exchange: PlainHTTPClient.Exchange, connectTimeout: TimeAmount) {
         guard !exchange.done else { return }
         exchange.timer = loop.scheduleTask(deadline: request.deadline) {
-            exchange.fail(LLMError.transport("connection: no complete response within \(Self.seconds(request.timeout)) (request timeout)",
-                                             status: nil))
+            exchange.fail(request.limits.expired())
             exchange.channel?.close(promise: nil)
         }
         let key = "\(request.host):\(request.port)"
@@ -186,12 +212,14 @@ final class LoopPool: @unchecked Sendable {
 
     private func connect(_ request: PlainHTTPClient.Request, _ exchange: PlainHTTPClient.Exchange, connectTimeout: TimeAmount) {
         let handler = PlainHTTPHandler()
+        let bytes = ByteActivity(handler)
         ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(bytes)
                     try sync.addHTTPClientHandlers()
                     try sync.addHandler(NIOHTTPResponseDecompressor(limit: .ratio(50)))
                     try sync.addHandler(handler)
@@ -217,6 +245,7 @@ final class LoopPool: @unchecked Sendable {
     private func send(_ request: PlainHTTPClient.Request, _ exchange: PlainHTTPClient.Exchange, on channel: any Channel,
                       handler: PlainHTTPHandler, reused: Bool, connectTimeout: TimeAmount) {
         exchange.channel = channel
+        exchange.watchIdle(on: loop, limits: request.limits, host: authority(request))
         handler.reused = reused
         handler.start(exchange, request: request) { [self] outcome in
             switch outcome {
@@ -243,8 +272,22 @@ final class LoopPool: @unchecked Sendable {
         idle = [:]
     }
 
-    static func seconds(_ s: Double) -> String {
-        s == s.rounded() ? "\(Int(s)) s" : "\(s) s"
+    private func authority(_ request: PlainHTTPClient.Request) -> String {
+        request.port == 80 ? request.host : "\(request.host):\(request.port)"
+    }
+}
+
+/// Sits before the HTTP decoder and tells the handler that bytes arrived, any bytes (a
+/// header line, a chunk), so the idle watch measures silence and not parsing progress.
+final class ByteActivity: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    private let handler: PlainHTTPHandler
+
+    init(_ handler: PlainHTTPHandler) { self.handler = handler }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        handler.bytesArrived()
+        context.fireChannelRead(data)
     }
 }
 
@@ -261,6 +304,9 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     private var received = 0
     private var expected: Int?
     private var closed = false
+    /// The current request's (set in `start`).
+    private var limits = ResponseLimits(maxBody: ResponseLimits.defaultMaxBody, readTimeout: RetryPolicy.defaultReadTimeout,
+                                        requestTimeout: 600)
     var reused = false
 
     var isIdle: Bool { exchange == nil && !closed }
@@ -268,22 +314,34 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     func start(_ exchange: PlainHTTPClient.Exchange, request: PlainHTTPClient.Request, onDone: @escaping (After) -> Void) {
         self.exchange = exchange
         self.onDone = onDone
+        limits = request.limits
         head = nil
         body.clear()
         received = 0
         expected = nil
     }
 
+    func bytesArrived() {
+        exchange?.lastByte = .now()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Parts after a failed response (a body past the cap) are dropped; the connection closes.
+        guard exchange != nil else { return }
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
-            expected = h.headers.first(name: "content-length").flatMap(Int.init)
-            if let expected, body.capacity < expected { body.reserveCapacity(expected) }
+            do {
+                expected = try limits.declaredLength(h.headers, status: Int(h.status.code))
+            } catch {
+                finish(.failure(error), .close)
+                return
+            }
+            body.reserveCapacity(ResponseLimits.initialCapacity(expected))
         case .body(var chunk):
             received += chunk.readableBytes
-            if received > 256 << 20 {
-                finish(.failure(LLMError.transport("response body over 256 MiB", status: head.map { Int($0.status.code) })), .close)
+            if received > limits.maxBody {
+                finish(.failure(limits.tooLarge(status: head.map { Int($0.status.code) })), .close)
                 return
             }
             body.writeBuffer(&chunk)
@@ -296,7 +354,14 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(reason: "\(error)")
+        if error is NIOHTTPDecompression.DecompressionError {
+            // Not a body cut short: what came expands too far (or is not gzip/deflate at all).
+            finish(.failure(LLMError.transport(ResponseLimits.describe(error), status: head.map { Int($0.status.code) })), .close)
+        } else if error is HTTPParserError {
+            fail(reason: ResponseLimits.describe(error), malformed: true)
+        } else {
+            fail(reason: "\(error)")
+        }
         context.close(promise: nil)
     }
 
@@ -306,13 +371,15 @@ final class PlainHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireChannelInactive()
     }
 
-    private func fail(reason: String) {
+    /// The connection broke or closed mid-response. `malformed`: the bytes were not HTTP, so
+    /// the reason is the whole story and a fresh connection is not tried.
+    private func fail(reason: String, malformed: Bool = false) {
         guard let exchange else { return }
         if let head {
-            let message = expected.map { "the response body ended early (\(received) of \($0) bytes): \(reason)" }
-                ?? "the response body ended early (\(received) bytes): \(reason)"
-            finish(.failure(head.status.code >= 200 && head.status.code < 300 ? LLMError.truncated(message)
-                            : LLMError.transport("connection: \(message)", status: Int(head.status.code))), .close)
+            finish(.failure(ResponseLimits.truncated(received: received, expected: expected, reason: reason,
+                                                     status: Int(head.status.code))), .close)
+        } else if malformed {
+            finish(.failure(LLMError.transport(reason, status: nil)), .close)
         } else if reused && !exchange.done {
             self.exchange = nil
             let done = onDone
