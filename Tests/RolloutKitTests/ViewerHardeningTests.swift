@@ -16,7 +16,15 @@ struct ViewerHardeningTests {
 
     /// Sends `request` as is over a socket to 127.0.0.1:`port` and returns the whole answer
     /// (for requests a real HTTP client will not make, such as one without a Host).
-    static func raw(_ request: String, port: Int) throws -> String {
+    /// Sends `request` over a plain socket on a thread of its own: the blocking reads must not
+    /// hold one of the few cooperative threads the viewer under test needs to answer.
+    static func raw(_ request: String, port: Int) async throws -> String {
+        try await withCheckedThrowingContinuation { (k: CheckedContinuation<String, any Error>) in
+            Thread { k.resume(with: Result { try rawBlocking(request, port: port) }) }.start()
+        }
+    }
+
+    static func rawBlocking(_ request: String, port: Int) throws -> String {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw CLIFailure("socket() failed") }
         defer { close(fd) }
@@ -97,11 +105,11 @@ struct ViewerHardeningTests {
                 #expect(r.status == 400 || r.status == 403, "\(host): \(r.status)")
                 #expect(!r.body.contains("quickstart"), "\(host)")
             }
-            let noHost = try Self.raw("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", port: h.port)
+            let noHost = try await Self.raw("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", port: h.port)
             #expect(noHost.hasPrefix("HTTP/1.1 400"), "\(noHost.prefix(80))")
             #expect(noHost.contains("no valid Host header"))
             #expect(!noHost.contains("quickstart"))
-            let withHost = try Self.raw("GET / HTTP/1.1\r\nHost: 127.0.0.1:\(h.port)\r\nConnection: close\r\n\r\n", port: h.port)
+            let withHost = try await Self.raw("GET / HTTP/1.1\r\nHost: 127.0.0.1:\(h.port)\r\nConnection: close\r\n\r\n", port: h.port)
             #expect(withHost.hasPrefix("HTTP/1.1 200"), "\(withHost.prefix(80))")
         }
         #expect(Viewer.hostName("127.0.0.1:1@evil.com") == nil)
