@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 /// The `rollout` executable as a user runs it: output, exit codes, and the README's commands.
@@ -19,24 +20,37 @@ struct CLITests {
         return try rollout(arguments, in: directory)
     }
 
-    /// Runs the binary in `directory` and waits for it.
-    static func rollout(_ arguments: [String], in directory: URL) throws -> Result {
+    /// Runs the binary in `directory` and waits for it. `environment` sets (or, with nil,
+    /// removes) variables of the test's own environment; `$ROLLOUT_DB` is always removed.
+    static func rollout(_ arguments: [String], in directory: URL, environment changes: [String: String?] = [:],
+                        binary: String = binary) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
         process.currentDirectoryURL = directory
         var environment = ProcessInfo.processInfo.environment
         environment["ROLLOUT_DB"] = nil
+        for (k, v) in changes { environment[k] = v }
         process.environment = environment
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
+        process.standardInput = FileHandle.nullDevice
         try process.run()
+        // stderr is drained on its own thread: a child filling one pipe while we wait on the
+        // other would block both.
+        let stderrData = Mutex(Data())
+        let drained = DispatchSemaphore(value: 0)
+        Thread {
+            let d = err.fileHandleForReading.readDataToEndOfFile()
+            stderrData.withLock { $0 = d }
+            drained.signal()
+        }.start()
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+                      stderr: String(decoding: stderrData.withLock { $0 }, as: UTF8.self))
     }
 
     static func scratch() throws -> URL {

@@ -120,21 +120,10 @@ struct FailureAtomicityTests {
     /// Runs the binary with no API keys in its environment (the cases that name a real
     /// provider must fail on the missing key, never reach the network) and no $ROLLOUT_DB.
     static func rollout(_ arguments: [String], in directory: URL) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLITests.binary)
-        p.arguments = arguments
-        p.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        for key in ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "ROLLOUT_DB"] { environment[key] = nil }
-        p.environment = environment
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: e, as: UTF8.self))
+        let keys = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY"]
+        let r = try CLITests.rollout(arguments, in: directory,
+                                     environment: Dictionary(uniqueKeysWithValues: keys.map { ($0, String?.none) }))
+        return (r.status, r.stderr)
     }
 
     /// Schema, user_version and every row of every real table (sqlite_sequence and FTS5

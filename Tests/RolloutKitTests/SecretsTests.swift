@@ -78,23 +78,7 @@ struct SecretsTests {
 
     /// Runs the built binary in `dir` with `environment` added.
     static func rollout(_ arguments: [String], in dir: URL, environment extra: [String: String] = [:]) throws -> CLITests.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: EngineHarness.binary)
-        process.arguments = arguments
-        process.currentDirectoryURL = dir
-        var environment = ProcessInfo.processInfo.environment
-        environment["ROLLOUT_DB"] = nil
-        for (k, v) in extra { environment[k] = v }
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLITests.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                               stderr: String(decoding: stderr, as: UTF8.self))
+        try CLITests.rollout(arguments, in: dir, environment: extra.mapValues { $0 }, binary: EngineHarness.binary)
     }
 
     // MARK: - Masking
