@@ -177,7 +177,11 @@ private final class MergeJob {
                                        "tools", "tasks", "repo_structures", "models", "runs", "rollouts", "messages",
                                        "tool_calls", "llm_calls", "grades", "run_domains", "run_tasks", "graders",
                                        // kept by triggers on grades and rollouts: right by construction
-                                       "grade_counts"]
+                                       "grade_counts",
+                                       // the processes that ran the input's rollouts, on its machine: not
+                                       // copied, and copied rollouts name no worker (one left running is
+                                       // re-attempted by the next `rollout run`, as its worker is unknown)
+                                       "run_workers"]
     static let skipped: [(table: String, why: String)] = [
         ("scores", "stored evaluation tables; compute them again on the merged warehouse"),
         ("exports", "records of files written on the input's machine"),
