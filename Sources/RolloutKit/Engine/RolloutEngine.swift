@@ -301,8 +301,9 @@ public final class RolloutEngine: Sendable {
             let others = try RunWorkers.reap(db, runID: plan.runID, exclude: plan.workerID, now: now)
             if !stopping {
                 let filter = filtered ? "AND EXISTS (SELECT 1 FROM temp.claimable c WHERE c.worker = ?2 AND c.task_id = r.task_id)" : ""
+                let arguments: StatementArguments = filtered ? [plan.runID, plan.workerID] : [plan.runID]
                 if try Bool.fetchOne(db, sql: "SELECT 1 FROM rollouts r WHERE r.run_id = ?1 AND r.status = 'pending' \(filter) LIMIT 1",
-                                     arguments: [plan.runID, plan.workerID]) == true {
+                                     arguments: arguments) == true {
                     return nil
                 }
             }
