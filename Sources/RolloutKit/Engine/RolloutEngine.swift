@@ -160,8 +160,10 @@ public final class RolloutEngine: Sendable {
     public func run() async throws -> RunSummary {
         let started = ContinuousClock.now
         box.state.withLock { $0.started = started }
-        RunWorkers.liveHere.withLock { _ = $0.insert(plan.workerID) }
-        defer { RunWorkers.liveHere.withLock { _ = $0.remove(plan.workerID) } }
+        let plan = self.plan
+        let live = try await warehouse.writer.read { db in RunWorkers.liveKey(db, worker: plan.workerID) }
+        RunWorkers.liveHere.withLock { _ = $0.insert(live) }
+        defer { RunWorkers.liveHere.withLock { _ = $0.remove(live) } }
         let heartbeat = Heartbeat(warehouse: warehouse, worker: plan.workerID) { [weak self] in
             self?.abort("another process took this one's rollouts over: its heartbeat lapsed for more than \(Int(RunWorkers.leaseSeconds)) s (was it suspended?)")
         }

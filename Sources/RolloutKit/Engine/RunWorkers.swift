@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Synchronization
 
 /// Several `rollout run` processes on one run. Each registers a worker (`run_workers`), claims
@@ -23,8 +24,16 @@ enum RunWorkers {
     static let pid = Int64(getpid())
 
     /// Workers of this process whose engine is running (a plan made but never run leaves a
-    /// registered worker behind that is not live).
-    static let liveHere = Mutex(Set<Int64>())
+    /// registered worker behind that is not live), by `liveKey`.
+    static let liveHere = Mutex(Set<String>())
+
+    /// A worker of the database `db` is connected to: its file, or for an in-memory database
+    /// the connection (tests run engines on several warehouses in one process).
+    static func liveKey(_ db: Database, worker: Int64) -> String {
+        let file = sqlite3_db_filename(db.sqliteConnection, "main").map { String(cString: $0) } ?? ""
+        let where_ = file.isEmpty ? "memory:\(UInt(bitPattern: db.sqliteConnection))" : file
+        return "\(where_)#\(worker)"
+    }
 
     /// A registered worker as another process sees it.
     struct Worker: Sendable, CustomStringConvertible {
@@ -39,11 +48,14 @@ enum RunWorkers {
         }
     }
 
-    /// Whether the worker in `row` (pid, host, heartbeat_at) is gone.
-    static func isGone(id: Int64, pid: Int64, host: String, heartbeatAge: Double) -> Bool {
+    /// Whether a worker is gone.
+    static func isGone(_ db: Database, id: Int64, pid: Int64, host: String, heartbeatAge: Double) -> Bool {
         if heartbeatAge > leaseSeconds { return true }
         guard host == Self.host else { return false }
-        if pid == Self.pid { return !liveHere.withLock { $0.contains(id) } }
+        if pid == Self.pid {
+            let key = liveKey(db, worker: id)
+            return !liveHere.withLock { $0.contains(key) }
+        }
         return kill(pid_t(pid), 0) != 0 && errno == ESRCH
     }
 
@@ -60,7 +72,7 @@ enum RunWorkers {
             let id: Int64 = row["id"]
             if id == exclude { continue }
             let worker = Worker(id: id, pid: row["pid"], host: row["host"], heartbeatAge: row["age"] ?? .infinity)
-            if isGone(id: id, pid: worker.pid, host: worker.host, heartbeatAge: worker.heartbeatAge) {
+            if isGone(db, id: id, pid: worker.pid, host: worker.host, heartbeatAge: worker.heartbeatAge) {
                 try db.execute(sql: "UPDATE run_workers SET finished_at = ? WHERE id = ?", arguments: [now, id])
             } else {
                 live.append(worker)
