@@ -10,6 +10,7 @@ struct Run: AsyncParsableCommand {
             `rollout run --config configs/example.yml` runs a Rollout-framework config;
             `rollout run single|cross|qa` pick tasks by domain or dataset from the warehouse.
             Re-running the same command resumes: only samples without a completed rollout run.
+            Starting it again while it runs joins the run: the processes share its rollouts.
             Exit status: 0 all rollouts completed; 3 some failed after every attempt; 1 the run
             was stopped by an error; 130 interrupted (SIGINT / SIGTERM).
             """,
