@@ -103,6 +103,30 @@ struct ConcurrencyTests {
         #expect(againText.contains("0 rollouts to run, \(13 * 12) already completed"), "\(againText)")
     }
 
+    @Test func aWorkerStoppedBySIGINTHandsItsRolloutsToTheOtherOne() throws {
+        let server = try Server(["--latency-ms", "200"])
+        let (dir, w) = try ReliabilityTests.setUp(port: server.port)
+        let args = ReliabilityTests.runArgs + ["--samples", "12", "--concurrency", "8"]
+        let (stopped, stoppedErr) = try ReliabilityTests.start(args, in: dir)
+        ReliabilityTests.poll(every: 50, for: 60) {
+            ((try? EngineHarness.int(w, "SELECT count(*) FROM rollouts WHERE status = 'running'")) ?? 0) > 0
+        }
+        let (other, otherErr) = try ReliabilityTests.start(args, in: dir)
+        ReliabilityTests.poll(every: 50, for: 60) {
+            ((try? EngineHarness.int(w, "SELECT count(DISTINCT worker) FROM rollouts WHERE status = 'running'")) ?? 0) >= 2
+        }
+        kill(stopped.processIdentifier, SIGINT)
+        let stoppedText = Self.stderr(stoppedErr)
+        stopped.waitUntilExit()
+        #expect(stopped.terminationStatus == 130, "\(stoppedText)")
+        // It left the run to the other process instead of marking it interrupted.
+        #expect(stoppedText.contains("run r stays running"), "\(stoppedText)")
+        let otherText = Self.stderr(otherErr)
+        other.waitUntilExit()
+        #expect(other.terminationStatus == 0, "\(otherText)")
+        try Self.expectEverySampleCompletedOnce(w, samples: 12)
+    }
+
     @Test func killedWorkersLeaveTheirRolloutsToTheNextRunOfTheCommand() throws {
         let server = try Server(["--latency-ms", "200"])
         let (dir, w) = try ReliabilityTests.setUp(port: server.port)
