@@ -317,18 +317,20 @@ public final class RolloutEngine: Sendable {
             try db.execute(sql: "UPDATE run_workers SET finished_at = ?, heartbeat_at = ? WHERE id = ?",
                            arguments: [now, now, plan.workerID])
             if filtered { try db.execute(sql: "DELETE FROM temp.claimable WHERE worker = ?", arguments: [plan.workerID]) }
-            let unfinished = try Int.fetchOne(db, sql: """
-                SELECT count(*) FROM rollouts r WHERE r.run_id = ?1 AND r.status IN ('pending', 'running')
-                """, arguments: [plan.runID]) ?? 0
-            let status: String
             if !others.isEmpty {
-                status = "running"
                 // What this process was running when it stopped goes to the others.
                 for row in try Row.fetchAll(db, sql: """
                     SELECT task_id, sample, attempt FROM rollouts WHERE run_id = ? AND status = 'interrupted' AND worker = ?
                     """, arguments: [plan.runID, plan.workerID]) {
                     try RunWorkers.requeue(db, runID: plan.runID, taskID: row["task_id"], sample: row["sample"], after: row["attempt"])
                 }
+            }
+            let unfinished = try Int.fetchOne(db, sql: """
+                SELECT count(*) FROM rollouts r WHERE r.run_id = ?1 AND r.status IN ('pending', 'running')
+                """, arguments: [plan.runID]) ?? 0
+            let status: String
+            if !others.isEmpty {
+                status = "running"
             } else if ending == .failed {
                 status = "failed"
             } else if stopping || unfinished > 0 {
