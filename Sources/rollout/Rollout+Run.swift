@@ -10,6 +10,7 @@ struct Run: AsyncParsableCommand {
             `rollout run --config configs/example.yml` runs a Rollout-framework config;
             `rollout run single|cross|qa` pick tasks by domain or dataset from the warehouse.
             Re-running the same command resumes: only samples without a completed rollout run.
+            Starting it again while it runs joins the run: the processes share its rollouts.
             Exit status: 0 all rollouts completed; 3 some failed after every attempt; 1 the run
             was stopped by an error; 130 interrupted (SIGINT / SIGTERM).
             """,
@@ -250,7 +251,14 @@ struct RunOptions: ParsableArguments {
         intro += "\(plan.rolloutCount) rollout\(plan.rolloutCount == 1 ? "" : "s") to run"
         if plan.alreadyCompleted > 0 { intro += ", \(plan.alreadyCompleted) already completed" }
         if plan.givenUp > 0 { intro += ", \(plan.givenUp) given up after \(request.maxAttempts) failed attempts" }
-        say(intro + ", concurrency \(request.concurrency)")
+        intro += ", concurrency \(request.concurrency)"
+        if !plan.otherWorkers.isEmpty {
+            intro += "\njoining \(plan.otherWorkers.count) other process\(plan.otherWorkers.count == 1 ? "" : "es") on this run ("
+                + plan.otherWorkers.joined(separator: "; ") + ")"
+                + (plan.runningElsewhere > 0 ? ", which \(plan.runningElsewhere == 1 ? "runs" : "run") \(plan.runningElsewhere) now" : "")
+                + "; each process claims pending rollouts, and progress counts this one's only"
+        }
+        say(intro)
         let colors = isatty(STDOUT_FILENO) == 1
         let watch = self.watch
         var transcript: (@Sendable (TranscriptLine) -> Void)?
@@ -354,6 +362,13 @@ enum ProgressLine {
         }
         if s.toolServerRestarts > 0 { lines.append("tool servers restarted \(s.toolServerRestarts) time(s)") }
         if let r = s.reason, s.ending != .completed { lines.append("reason: \(r)") }
+        if !s.otherWorkers.isEmpty {
+            lines.append("counts are this process's; run \(s.runName) stays \(s.runStatus): \(s.unfinishedElsewhere) rollout(s) left to "
+                         + "\(s.otherWorkers.count == 1 ? "another process" : "other processes") still on it ("
+                         + s.otherWorkers.joined(separator: "; ") + "); the last to finish marks it completed")
+        } else if s.ending == .completed && s.runStatus != "completed" {
+            lines.append("run \(s.runName) is left \(s.runStatus): \(s.unfinishedElsewhere) rollout(s) of tasks outside this selection (--limit, --task, --shard) are unfinished; run without those options to finish them")
+        }
         if s.ending != .completed { lines.append("resume with the same command; completed rollouts are kept") }
         return lines.joined(separator: "\n")
     }

@@ -24,6 +24,8 @@ struct WarehouseOptions: ParsableArguments {
 
     /// Opens the warehouse; read-only commands do not create one.
     func open(create: Bool = true) throws -> Warehouse {
+        // Another process's write (an ingest, a run) makes writers here wait: say so.
+        Warehouse.onLockWait = { printError($0) }
         do {
             return try Warehouse.open(path: path, create: create)
         } catch let e as WarehouseError {

@@ -135,6 +135,7 @@ struct MigrationHistoryTests {
         "0007_batch.sql": "1c6672d273315909edf48a28cfbd2a694940908b3b30ac7155fb2266a0f7347b",
         "0008_viewer.sql": "abdbf07dcd15baa8ec682eaf58b49823bb180d8cb303611caf5697cc406366e4",
         "0009_migration_history.sql": "fcc79592946bdd4b9049142625f93a0f6c2d9311fe4ccdd8fc3d628d099fcb51",
+        "0010_run_workers.sql": "c3c6afe4a7f5b21ccbb8e2a3ebc5af63529aec58410b1f66c7291121673770b6",
     ]
 
     @Test func landedMigrationsAreNeverEdited() throws {

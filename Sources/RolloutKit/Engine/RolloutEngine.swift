@@ -13,7 +13,8 @@ public struct TranscriptLine: Sendable {
 /// How a run ended.
 public struct RunSummary: Sendable {
     public enum Ending: String, Sendable {
-        /// Every planned rollout finished (some may have failed for good; see `counters`).
+        /// Nothing was left for this process to claim (some rollouts may have failed for good;
+        /// see `counters`, which count this process's rollouts only).
         case completed
         /// Stopped by a signal; in-flight rollouts are marked interrupted.
         case interrupted
@@ -28,6 +29,14 @@ public struct RunSummary: Sendable {
     public var counters: RunCounters
     public var seconds: Double
     public var toolServerRestarts: Int
+    /// The run's status as this process left it: `running` while other processes still work
+    /// on it (the last to leave completes it).
+    public var runStatus: String
+    /// The other processes still on the run when this one left.
+    public var otherWorkers: [String]
+    /// Samples left pending or running when this one left (for the others, or outside its
+    /// selection).
+    public var unfinishedElsewhere: Int
 }
 
 /// Runs the rollouts of a plan: at most `concurrency` at once, each against the shared model
@@ -54,9 +63,13 @@ public final class RolloutEngine: Sendable {
         var ending: RunSummary.Ending?
         var consecutiveFailures = 0
         var lastError: String?
-        var task: Task<Void, Never>?
-        var retries: [WorkItem] = []
+        /// Cancels the running rollouts (set while `run()` runs).
+        var cancel: (@Sendable () -> Void)?
         var started: ContinuousClock.Instant?
+        /// Rollouts started so far (spread over the event loops in turn).
+        var launched = 0
+        /// Claims only rollouts of this process's tasks (`temp.claimable`).
+        var claimsFiltered = false
     }
 
     /// - Parameters:
@@ -94,7 +107,10 @@ public final class RolloutEngine: Sendable {
         }
         self.reasoning = reasoning
         self.onTranscript = onTranscript
-        box.state.withLock { $0.counters.total = plan.rolloutCount }
+        box.state.withLock {
+            $0.counters.total = plan.rolloutCount
+            $0.claimsFiltered = plan.claimsFiltered
+        }
     }
 
     func reasoningHistory(_ model: String) -> ReasoningHistory { reasoning[model] ?? .dropPreviousTurns }
@@ -107,19 +123,19 @@ public final class RolloutEngine: Sendable {
     /// Stops the run: no new rollouts start, in-flight ones are cancelled and marked
     /// interrupted, and `run()` returns once their rows are written.
     public func stop(reason: String = "stopped by signal") {
-        let task = box.state.withLock { s -> Task<Void, Never>? in
+        let cancel = box.state.withLock { s -> (@Sendable () -> Void)? in
             if s.stopReason == nil { s.stopReason = reason; s.ending = .interrupted }
-            return s.task
+            return s.cancel
         }
-        task?.cancel()
+        cancel?()
     }
 
     private func abort(_ reason: String) {
-        let task = box.state.withLock { s -> Task<Void, Never>? in
+        let cancel = box.state.withLock { s -> (@Sendable () -> Void)? in
             if s.stopReason == nil { s.stopReason = reason; s.ending = .failed }
-            return s.task
+            return s.cancel
         }
-        task?.cancel()
+        cancel?()
     }
 
     private var stopping: Bool { box.state.withLock { $0.stopReason != nil } }
@@ -135,50 +151,82 @@ public final class RolloutEngine: Sendable {
         }
     }
 
-    /// Runs every rollout of the plan and returns how the run ended. The tool servers and the
-    /// HTTP client are shut down before it returns.
+    /// Runs rollouts of the plan's run until none is left to claim, and returns how it ended.
+    /// Other processes may work on the same run at the same time: each claims pending rollouts
+    /// in small batches, so no rollout runs twice. The run is marked completed by the last
+    /// process to leave it with nothing pending or running; one that leaves while others still
+    /// work leaves it running. The tool servers and the HTTP client are shut down before it
+    /// returns.
     public func run() async throws -> RunSummary {
         let started = ContinuousClock.now
         box.state.withLock { $0.started = started }
-        let work = plan.work
+        let plan = self.plan
+        let live = try await warehouse.writer.read { db in RunWorkers.liveKey(db, worker: plan.workerID) }
+        RunWorkers.liveHere.withLock { _ = $0.insert(live) }
+        defer { RunWorkers.liveHere.withLock { _ = $0.remove(live) } }
+        let heartbeat = Heartbeat(warehouse: warehouse, worker: plan.workerID) { [weak self] in
+            self?.abort("another process took this one's rollouts over: its heartbeat lapsed for more than \(Int(RunWorkers.leaseSeconds)) s (was it suspended?)")
+        }
         let concurrency = max(1, plan.request.concurrency)
+        // Claimed but not started rollouts are few: a batch at most.
+        let batch = max(1, min(concurrency, 32))
         let loops = LoopExecutors()
-        let main = Task {
-            await withTaskGroup(of: Void.self) { group in
-                var next = 0
-                var running = 0
-                var started = 0
-                func schedule() -> Bool {
-                    guard !self.stopping else { return false }
-                    let item: WorkItem
-                    if next < work.count {
-                        item = work[next]
-                        next += 1
-                    } else if let retry = self.box.state.withLock({ $0.retries.isEmpty ? nil : $0.retries.removeFirst() }) {
-                        item = retry
-                    } else {
-                        return false
+        var leaving: Leaving?
+        var loopError: (any Error)?
+        while leaving == nil {
+            let round = Task { () -> [WorkItem] in
+                await withTaskGroup(of: Void.self) { group -> [WorkItem] in
+                    var buffer: [WorkItem] = []
+                    var running = 0
+                    var exhausted = false
+                    while true {
+                        while running < concurrency && !self.stopping {
+                            if buffer.isEmpty {
+                                if exhausted { break }
+                                do { buffer = try await self.claim(batch) } catch {
+                                    self.abort("claiming rollouts failed: \(error)")
+                                    break
+                                }
+                                if buffer.isEmpty {
+                                    exhausted = true
+                                    self.box.state.withLock { $0.counters.total = $0.counters.done + running }
+                                    break
+                                }
+                            }
+                            let item = buffer.removeFirst()
+                            let n = self.box.state.withLock { s -> Int in s.launched += 1; return s.launched - 1 }
+                            group.addTask(executorPreference: loops.executor(n)) { await self.runOne(item) }
+                            running += 1
+                        }
+                        if running == 0 { return buffer }
+                        await group.next()
+                        running -= 1
+                        // A finished rollout may have queued a retry: look again.
+                        exhausted = false
                     }
-                    group.addTask(executorPreference: loops.executor(started)) { await self.runOne(item) }
-                    started += 1
-                    running += 1
-                    return true
-                }
-                while running < concurrency && schedule() {}
-                while running > 0 {
-                    await group.next()
-                    running -= 1
-                    while running < concurrency && schedule() {}
                 }
             }
+            box.state.withLock { $0.cancel = { round.cancel() } }
+            if stopping { round.cancel() }
+            let unclaimed = await round.value
+            box.state.withLock { $0.cancel = nil }
+            // Nothing more to claim and nothing running (or stopping): leave the run, unless a
+            // gone worker's rollouts or another process's retries became claimable meanwhile.
+            do {
+                try await writer.flush()
+                leaving = try await leave(unclaimed: unclaimed)
+            } catch {
+                abort("writing to the warehouse failed: \(error)")
+                loopError = error
+                leaving = (try? await leave(unclaimed: unclaimed)) ?? Leaving(status: "failed", others: [], unfinished: 0)
+            }
         }
-        box.state.withLock { $0.task = main }
-        if stopping { main.cancel() }
-        await main.value
+        let outcome = leaving!
+        heartbeat.stop()
         await tools.shutdown()
         try? await http.shutdown()
-        var writeError: (any Error)?
-        do { try await writer.close() } catch { writeError = error }
+        var writeError = loopError
+        do { try await writer.close() } catch { writeError = writeError ?? error }
         let (counters, reason, endingState) = box.state.withLock { ($0.counters, $0.stopReason, $0.ending) }
         var ending = endingState ?? .completed
         var why = reason
@@ -186,13 +234,114 @@ public final class RolloutEngine: Sendable {
             ending = .failed
             why = "writing to the warehouse failed: \(writeError)"
         }
-        let status = ending == .completed ? "completed" : ending == .interrupted ? "interrupted" : "failed"
-        try await warehouse.writer.write { db in
-            try db.execute(sql: "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
-                           arguments: [status, Timestamp.now(), self.plan.runID])
-        }
         return RunSummary(runID: plan.runID, runName: plan.runName, ending: ending, reason: why, counters: counters,
-                          seconds: started.secondsSince, toolServerRestarts: tools.restarts)
+                          seconds: started.secondsSince, toolServerRestarts: tools.restarts, runStatus: outcome.status,
+                          otherWorkers: outcome.others, unfinishedElsewhere: outcome.unfinished)
+    }
+
+    /// Claims up to `limit` pending rollouts of the run (of this process's tasks) in one short
+    /// write transaction; none when nothing is pending.
+    private func claim(_ limit: Int) async throws -> [WorkItem] {
+        let plan = self.plan
+        // A read first: at the end of a run, most looks find nothing and need no write lock.
+        let any = try await warehouse.writer.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM rollouts WHERE run_id = ? AND status = 'pending' LIMIT 1",
+                              arguments: [plan.runID]) ?? false
+        }
+        guard any else { return [] }
+        let filtered = box.state.withLock { $0.claimsFiltered }
+        typealias Claimed = (id: Int64, task: Int64, sample: Int, attempt: Int)
+        let (claimed, refiltered) = try await warehouse.writer.write { db -> ([Claimed], Bool) in
+            let filter = filtered ? "AND EXISTS (SELECT 1 FROM temp.claimable c WHERE c.worker = ?1 AND c.task_id = r.task_id)" : ""
+            let claimed = try Row.fetchAll(db, sql: """
+                UPDATE rollouts SET status = 'running', worker = ?1
+                WHERE id IN (SELECT r.id FROM rollouts r WHERE r.run_id = ?2 AND r.status = 'pending' \(filter) ORDER BY r.id LIMIT ?3)
+                RETURNING id, task_id, sample, attempt
+                """, arguments: [plan.workerID, plan.runID, limit]).map { row -> Claimed in
+                    (row["id"], row["task_id"], row["sample"], row["attempt"])
+                }
+            // Tasks another process added to the run after this one planned it: not ours to run.
+            // Given back, and from now on only this process's tasks are claimed.
+            let foreign = claimed.filter { plan.routes[$0.task] == nil }
+            guard !foreign.isEmpty else { return (claimed, false) }
+            for c in foreign {
+                try db.execute(sql: "UPDATE rollouts SET status = 'pending', worker = NULL WHERE id = ?", arguments: [c.id])
+            }
+            try Warehouse.makeClaimable(db, worker: plan.workerID, tasks: plan.routes.keys)
+            return (claimed, true)
+        }
+        if refiltered { box.state.withLock { $0.claimsFiltered = true } }
+        return claimed.compactMap { c -> WorkItem? in
+            guard let route = plan.routes[c.task] else { return nil }
+            return WorkItem(rolloutID: c.id, taskID: c.task, sample: c.sample, attempt: c.attempt, job: route.job,
+                            domainKey: route.domainKey)
+        }.sorted { $0.rolloutID < $1.rolloutID }
+    }
+
+    /// How this process left the run.
+    struct Leaving {
+        /// The run's status as left.
+        var status: String
+        /// Other processes still on the run.
+        var others: [String]
+        /// Pending or running samples left for them (or outside this process's selection).
+        var unfinished: Int
+    }
+
+    /// In one write transaction: takes over the rollouts of gone workers; if rollouts this
+    /// process may claim are pending and it is not stopping, returns nil (go on). Otherwise
+    /// hands back `unclaimed`, leaves the run (worker finished) and sets the run's status:
+    /// completed when nothing is pending or running and no other process is on it; running
+    /// while others are (then this process's interrupted rollouts are re-queued for them);
+    /// else interrupted or failed as this process ended.
+    private func leave(unclaimed: [WorkItem]) async throws -> Leaving? {
+        let plan = self.plan
+        let stopping = self.stopping
+        let (ending, filtered) = box.state.withLock { ($0.ending, $0.claimsFiltered) }
+        return try await warehouse.writer.write { db -> Leaving? in
+            let now = Timestamp.now()
+            let others = try RunWorkers.reap(db, runID: plan.runID, exclude: plan.workerID, now: now)
+            if !stopping {
+                let filter = filtered ? "AND EXISTS (SELECT 1 FROM temp.claimable c WHERE c.worker = ?2 AND c.task_id = r.task_id)" : ""
+                let arguments: StatementArguments = filtered ? [plan.runID, plan.workerID] : [plan.runID]
+                if try Bool.fetchOne(db, sql: "SELECT 1 FROM rollouts r WHERE r.run_id = ?1 AND r.status = 'pending' \(filter) LIMIT 1",
+                                     arguments: arguments) == true {
+                    return nil
+                }
+            }
+            // Claimed, never started: back to pending, the same rows (nothing was written to them).
+            for item in unclaimed {
+                try db.execute(sql: "UPDATE rollouts SET status = 'pending', worker = NULL WHERE id = ? AND worker = ? AND status = 'running'",
+                               arguments: [item.rolloutID, plan.workerID])
+            }
+            try db.execute(sql: "UPDATE run_workers SET finished_at = ?, heartbeat_at = ? WHERE id = ?",
+                           arguments: [now, now, plan.workerID])
+            if filtered { try db.execute(sql: "DELETE FROM temp.claimable WHERE worker = ?", arguments: [plan.workerID]) }
+            if !others.isEmpty {
+                // What this process was running when it stopped goes to the others.
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT task_id, sample, attempt FROM rollouts WHERE run_id = ? AND status = 'interrupted' AND worker = ?
+                    """, arguments: [plan.runID, plan.workerID]) {
+                    try RunWorkers.requeue(db, runID: plan.runID, taskID: row["task_id"], sample: row["sample"], after: row["attempt"])
+                }
+            }
+            let unfinished = try Int.fetchOne(db, sql: """
+                SELECT count(*) FROM rollouts r WHERE r.run_id = ?1 AND r.status IN ('pending', 'running')
+                """, arguments: [plan.runID]) ?? 0
+            let status: String
+            if !others.isEmpty {
+                status = "running"
+            } else if ending == .failed {
+                status = "failed"
+            } else if stopping || unfinished > 0 {
+                status = "interrupted"
+            } else {
+                status = "completed"
+            }
+            try db.execute(sql: "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?",
+                           arguments: [status, status == "running" ? nil : now, plan.runID])
+            return Leaving(status: status, others: others.map(\.description), unfinished: unfinished)
+        }
     }
 
     private func loadTask(_ id: Int64) throws -> RolloutRun.TaskContent {
@@ -224,9 +373,9 @@ public final class RolloutEngine: Sendable {
             outcome = Self.outcome(for: error, turns: 0, cancelled: Task.isCancelled)
         }
         writer.enqueue(.finished(rollout: item.rolloutID, outcome: outcome, at: Timestamp.now()))
-        var retry: WorkItem?
+        var retried = false
         if outcome.status == .failed, !stopping, item.attempt + 1 < plan.request.maxAttempts {
-            retry = try? await newAttempt(after: item)
+            retried = (try? await newAttempt(after: item)) != nil
         }
         let abortReason: String? = box.state.withLock { s in
             s.counters.running -= 1
@@ -239,7 +388,7 @@ public final class RolloutEngine: Sendable {
             case .failed:
                 s.consecutiveFailures += 1
                 s.lastError = outcome.error
-                if let retry { s.retries.append(retry); s.counters.total += 1 } else { s.counters.failed += 1 }
+                if retried { s.counters.total += 1 } else { s.counters.failed += 1 }
                 s.counters.done += 1
             default:
                 s.counters.interrupted += 1
@@ -255,18 +404,13 @@ public final class RolloutEngine: Sendable {
         if let failure = writer.failure { abort("writing to the warehouse failed: \(failure)") }
     }
 
-    /// A new attempt row for a failed sample, to run after the current work.
-    private func newAttempt(after item: WorkItem) async throws -> WorkItem {
+    /// A new attempt for a failed sample: a pending row, claimed after the current work by
+    /// whichever process of the run gets to it first.
+    private func newAttempt(after item: WorkItem) async throws {
         try await writer.flush()
-        let id = try await warehouse.writer.write { db in
-            try db.execute(sql: "INSERT INTO rollouts(run_id, task_id, sample, attempt, status) VALUES (?, ?, ?, ?, 'pending')",
-                           arguments: [self.plan.runID, item.taskID, item.sample, item.attempt + 1])
-            return db.lastInsertedRowID
+        try await warehouse.writer.write { db in
+            try RunWorkers.requeue(db, runID: self.plan.runID, taskID: item.taskID, sample: item.sample, after: item.attempt)
         }
-        var next = item
-        next.rolloutID = id
-        next.attempt += 1
-        return next
     }
 
     static func outcome(for error: any Error, turns: Int, cancelled: Bool) -> RolloutOutcome {

@@ -153,7 +153,9 @@ public final class RowWriter: CallRecorder, @unchecked Sendable {
         private enum Kind { case started, message, toolCall, toolResult, llmCall, finished }
 
         private static let sql: [Kind: String] = [
-            .started: "UPDATE rollouts SET status = 'running', started_at = ? WHERE id = ?",
+            // Both only touch a rollout still running (claimed by this process): one another
+            // process interrupted and re-attempted, after this one's heartbeat lapsed, stays so.
+            .started: "UPDATE rollouts SET started_at = ? WHERE id = ? AND status = 'running'",
             .message: """
                 INSERT INTO messages(rollout_id, idx, role, content, reasoning_content, tool_call_id, name, turn, extra, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -174,7 +176,7 @@ public final class RowWriter: CallRecorder, @unchecked Sendable {
                 """,
             .finished: """
                 UPDATE rollouts SET status = ?, stop_reason = ?, prediction = ?, error = ?, turns = ?, metadata = ?,
-                    finished_at = ? WHERE id = ?
+                    finished_at = ? WHERE id = ? AND status = 'running'
                 """,
         ]
 

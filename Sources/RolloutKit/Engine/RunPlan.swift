@@ -94,7 +94,7 @@ public struct RunRequest: Sendable {
     }
 }
 
-/// One rollout to run.
+/// One rollout to run: a claimed row.
 struct WorkItem: Sendable {
     var rolloutID: Int64
     var taskID: Int64
@@ -105,23 +105,41 @@ struct WorkItem: Sendable {
     var domainKey: String?
 }
 
-/// A run made ready: its row, the rollouts to run now, and what each domain offers.
+/// A run made ready: its row, this process's worker on it, the rollouts waiting to be claimed,
+/// and what each domain offers.
 public struct RunPlan: Sendable {
     public var runID: Int64
     public var runName: String
     public var request: RunRequest
-    var work: [WorkItem]
+    /// This process's worker on the run (`run_workers.id`).
+    public var workerID: Int64
+    /// Per task of this process's selection: its job and domain.
+    var routes: [Int64: TaskRoute]
+    /// Whether the run has tasks outside this process's selection (--limit, --task, --shard):
+    /// then it claims only rollouts of its own tasks.
+    var claimsFiltered: Bool
     var domains: [String: DomainSetup]
+    /// Pending rollouts of the selection when planned: new samples, re-attempts of interrupted
+    /// and failed ones. Any worker of the run may claim them.
+    public var rolloutCount: Int
     /// Samples already completed, not run again.
     public var alreadyCompleted: Int
     /// Samples whose failed attempts reached `maxAttempts`; not run again.
     public var givenUp: Int
+    /// Samples another live process is running now.
+    public var runningElsewhere: Int
+    /// The other processes working on the run when it was planned.
+    public var otherWorkers: [String]
     /// Tasks per job, after --limit, --task and --shard.
     public var tasksPerJob: [String: Int]
     /// Whether an existing run is continued.
     public var resumed: Bool
+}
 
-    public var rolloutCount: Int { work.count }
+/// Which job a task belongs to and whose domain's policy and tools its rollouts get.
+struct TaskRoute: Sendable {
+    var job: Int
+    var domainKey: String?
 }
 
 /// The system prompt and tools of one domain in a run.
@@ -133,8 +151,10 @@ struct DomainSetup: Sendable {
 
 extension Warehouse {
     /// Creates or continues the run: checks its configuration, records the tasks, samples,
-    /// policies and tool lists it uses, and returns the rollouts still to run (new samples,
-    /// and interrupted, pending or failed ones within the attempt limit), each with its row.
+    /// policies and tool lists it uses, registers this process as a worker of the run, and
+    /// makes a pending row for every sample still to run (new samples, and interrupted or
+    /// failed ones within the attempt limit). Rollouts another live process is running are
+    /// left to it; those of a process that is gone are interrupted and re-attempted.
     public func planRun(_ request: RunRequest) async throws -> RunPlan {
         guard !request.jobs.isEmpty else { throw EngineError("nothing to run: no datasets or domains selected") }
         // Which domain each job's tasks get their policy and tools from.
@@ -207,56 +227,77 @@ extension Warehouse {
                 let samples = request.samples ?? request.jobs[j].settings.samples
                 for t in sel.tasks { try upsert.execute(arguments: [runID, t.id, request.jobs[j].name, samples]) }
             }
-            // Existing attempts, per (task, sample), oldest first.
-            var attempts: [Int64: [Int: [(id: Int64, attempt: Int, status: String)]]] = [:]
+            // Workers that are gone leave their running rollouts to be re-attempted; this one joins.
+            let others = try RunWorkers.reap(db, runID: runID, exclude: nil, now: now)
+            let workerID = try RunWorkers.register(db, runID: runID, now: now)
+            // Existing attempts, per (task, sample): the latest one's id, attempt and status,
+            // and how many failed.
+            var latest: [Int64: [Int: (id: Int64, attempt: Int, status: String, failed: Int)]] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT id, task_id, sample, attempt, status FROM rollouts WHERE run_id = ? ORDER BY task_id, sample, attempt",
                                         arguments: [runID]) {
-                attempts[row["task_id"], default: [:]][row["sample"], default: []].append((row["id"], row["attempt"], row["status"]))
+                let status: String = row["status"]
+                let previous = latest[row["task_id"]]?[row["sample"]]
+                latest[row["task_id"], default: [:]][row["sample"]] = (row["id"], row["attempt"], status,
+                                                                       (previous?.failed ?? 0) + (status == "failed" ? 1 : 0))
             }
             let insert = try db.makeStatement(sql: """
                 INSERT INTO rollouts(run_id, task_id, sample, attempt, status) VALUES (?, ?, ?, ?, 'pending')
                 """)
-            let interrupt = try db.makeStatement(sql: """
-                UPDATE rollouts SET status = 'interrupted', stop_reason = coalesce(stop_reason, 'interrupted'),
-                    finished_at = coalesce(finished_at, ?) WHERE id = ?
-                """)
-            var work: [WorkItem] = []
-            var completed = 0, givenUp = 0
+            var routes: [Int64: TaskRoute] = [:]
+            var pending = 0, completed = 0, givenUp = 0, elsewhere = 0
             for (j, sel) in selected.enumerated() {
                 for t in sel.tasks {
+                    routes[t.id] = TaskRoute(job: j, domainKey: t.domainKey)
                     let samples = try Int.fetchOne(db, sql: "SELECT samples FROM run_tasks WHERE run_id = ? AND task_id = ?",
                                                    arguments: [runID, t.id]) ?? 1
                     for sample in 0..<samples {
-                        let history = attempts[t.id]?[sample] ?? []
                         var next = 0
-                        if let last = history.last {
+                        if let last = latest[t.id]?[sample] {
                             switch last.status {
                             case "completed":
                                 completed += 1
                                 continue
                             case "pending":
-                                work.append(WorkItem(rolloutID: last.id, taskID: t.id, sample: sample, attempt: last.attempt, job: j, domainKey: t.domainKey))
+                                pending += 1
                                 continue
-                            case "running", "interrupted":
-                                try interrupt.execute(arguments: [now, last.id])
-                            default: // failed
-                                if history.filter({ $0.status == "failed" }).count >= request.maxAttempts {
-                                    givenUp += 1
-                                    continue
-                                }
+                            case "running":
+                                // Its worker is live (reap interrupted the others'): left to it.
+                                elsewhere += 1
+                                continue
+                            case "failed" where last.failed >= request.maxAttempts:
+                                givenUp += 1
+                                continue
+                            default: // interrupted, or failed within the attempt limit
+                                break
                             }
                             next = last.attempt + 1
                         }
                         try insert.execute(arguments: [runID, t.id, sample, next])
-                        work.append(WorkItem(rolloutID: db.lastInsertedRowID, taskID: t.id, sample: sample, attempt: next, job: j, domainKey: t.domainKey))
+                        pending += 1
                     }
                 }
             }
+            let planned = try Int.fetchOne(db, sql: "SELECT count(*) FROM run_tasks WHERE run_id = ?", arguments: [runID]) ?? 0
+            let filtered = planned > routes.count
+            if filtered { try Self.makeClaimable(db, worker: workerID, tasks: routes.keys) }
             var perJob: [String: Int] = [:]
             for (j, sel) in selected.enumerated() { perJob[request.jobs[j].name, default: 0] += sel.tasks.count }
-            return RunPlan(runID: runID, runName: name, request: request, work: work, domains: domainsForWrite,
-                           alreadyCompleted: completed, givenUp: givenUp, tasksPerJob: perJob, resumed: resumed)
+            return RunPlan(runID: runID, runName: name, request: request, workerID: workerID, routes: routes,
+                           claimsFiltered: filtered, domains: domainsForWrite, rolloutCount: pending,
+                           alreadyCompleted: completed, givenUp: givenUp, runningElsewhere: elsewhere,
+                           otherWorkers: others.map(\.description), tasksPerJob: perJob, resumed: resumed)
         }
+    }
+
+    /// Records the tasks whose rollouts `worker` may claim, in a temporary table of the
+    /// connection that claims (the process's writer).
+    static func makeClaimable(_ db: Database, worker: Int64, tasks: some Sequence<Int64>) throws {
+        try db.execute(sql: """
+            CREATE TEMP TABLE IF NOT EXISTS claimable(worker INTEGER NOT NULL, task_id INTEGER NOT NULL,
+                                                      PRIMARY KEY (worker, task_id)) WITHOUT ROWID
+            """)
+        let add = try db.makeStatement(sql: "INSERT OR IGNORE INTO temp.claimable(worker, task_id) VALUES (?, ?)")
+        for id in tasks { try add.execute(arguments: [worker, id]) }
     }
 
     private static func insertRun(_ db: Database, name: String, request: RunRequest, config: JSONValue, hash: String, now: String) throws -> Int64 {

@@ -184,28 +184,22 @@ extension Warehouse {
         }
     }
 
-    /// A large ingest into WAL writes every page twice (to the log, then to the database). When
-    /// this process has the file to itself, the ingest runs under a rollback journal instead —
-    /// just as atomic, one write per new page — and WAL is restored afterwards. When another
-    /// connection holds the file, SQLite refuses the switch and the ingest runs in WAL. The
-    /// switch is tried once, without the busy timeout: an idle reader of this very process
-    /// (a pool connection that served an earlier read) counts as another connection, and
-    /// waiting the full timeout for it to go away would stall the ingest for nothing.
+    /// An ingest gets a 64 MiB page cache for its transaction (the B-trees it extends stay in
+    /// memory instead of being spilled and read back). It runs in WAL like every other write,
+    /// so readers — other commands, `rollout serve`, the sqlite3 shell — keep working while it
+    /// runs, and another writer waits for it (see `LockWait`) instead of failing. A rollback
+    /// journal would write each page once instead of twice, but locks every reader out for
+    /// the whole ingest.
     private func enterBulkMode() -> Bool {
         guard path != nil else { return false }
-        let mode = try? writer.barrierWriteWithoutTransaction { db -> String? in
+        return (try? writer.barrierWriteWithoutTransaction { db in
             try db.execute(sql: "PRAGMA cache_size = -65536")
-            try db.execute(sql: "PRAGMA busy_timeout = 0")
-            defer { try? db.execute(sql: "PRAGMA busy_timeout = \(Warehouse.busyTimeoutMs)") }
-            return try String.fetchOne(db, sql: "PRAGMA journal_mode = DELETE")
-        }
-        return mode == "delete"
+        }) != nil
     }
 
     private func leaveBulkMode() {
-        _ = try? writer.barrierWriteWithoutTransaction { db in
+        try? writer.barrierWriteWithoutTransaction { db in
             try db.execute(sql: "PRAGMA cache_size = -2000")
-            return try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
         }
     }
 }

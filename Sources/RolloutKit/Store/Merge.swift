@@ -179,7 +179,11 @@ private final class MergeJob {
                                        // kept by triggers on grades and rollouts: right by construction
                                        "grade_counts",
                                        // each warehouse records the migrations it was made with
-                                       "schema_migrations"]
+                                       "schema_migrations",
+                                       // the processes that ran the input's rollouts, on its machine: not
+                                       // copied, and copied rollouts name no worker (one left running is
+                                       // re-attempted by the next `rollout run`, as its worker is unknown)
+                                       "run_workers"]
     static let skipped: [(table: String, why: String)] = [
         ("scores", "stored evaluation tables; compute them again on the merged warehouse"),
         ("exports", "records of files written on the input's machine"),

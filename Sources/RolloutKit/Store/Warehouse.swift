@@ -35,7 +35,7 @@ public struct Warehouse: Sendable {
         }
         let pool: DatabasePool
         do {
-            pool = try DatabasePool(path: path, configuration: configuration())
+            pool = try DatabasePool(path: path, configuration: configuration(path: path))
         } catch let error as DatabaseError {
             throw WarehouseError(.notOurs, path: path, "cannot open as SQLite: \(error.message ?? "\(error)")")
         }
@@ -56,10 +56,12 @@ public struct Warehouse: Sendable {
     /// How long a connection waits for a lock another one holds.
     static let busyTimeoutMs = 30_000
 
-    private static func configuration() -> Configuration {
+    private static func configuration(path: String? = nil) -> Configuration {
         var config = Configuration()
         config.foreignKeysEnabled = true
-        config.busyMode = .timeout(Double(busyTimeoutMs) / 1000)
+        // The timeout, with a word on stderr (CLI) when a wait passes a second.
+        let wait = LockWait(path: path, timeout: Double(busyTimeoutMs) / 1000)
+        config.busyMode = .callback { tries in wait.callback(tries) }
         config.prepareDatabase { db in
             // 16 KiB pages for a new file (no effect on an existing one): records are JSON of
             // a few KB, and larger pages halve the B-tree work of bulk ingest and full scans.
