@@ -31,12 +31,43 @@ struct ConfigNode {
             guard let node = try Yams.compose(yaml: text) else {
                 throw ConfigError(file: file, line: nil, keyPath: "", reason: "empty file")
             }
+            // An alias is the anchored node itself, so anchors of aliases of anchors nest
+            // exponentially ("billion laughs"): 600 bytes can stand for 10^9 values, and reading
+            // them (json()) would never end. No real config comes near the limit.
+            if expandedSize(node, limit: maxValues) > maxValues {
+                throw ConfigError(file: file, line: nil, keyPath: "",
+                                  reason: "expands to more than \(maxValues) values (aliases of anchors nested in each other); write the values out")
+            }
             return ConfigNode(node: node, path: "", file: file)
         } catch let e as ConfigError {
             throw e
         } catch let e as YamlError {
             throw ConfigError(file: file, line: nil, keyPath: "", reason: "not valid YAML: \(e)")
         }
+    }
+
+    /// The most values (scalars, mappings, sequences) a config may hold with its aliases expanded.
+    static let maxValues = 100_000
+
+    /// The values under `node` with aliases expanded, counted up to just past `limit` (counted
+    /// as they are reached, so the walk holds at most `limit` plus one node's children).
+    private static func expandedSize(_ node: Node, limit: Int) -> Int {
+        var count = 1
+        var stack = [node]
+        while let n = stack.popLast() {
+            switch n {
+            case .scalar, .alias: continue
+            case .mapping(let m):
+                count += 2 * m.count
+                if count > limit { return count }
+                for (k, v) in m { stack.append(k); stack.append(v) }
+            case .sequence(let s):
+                count += s.count
+                if count > limit { return count }
+                stack.append(contentsOf: s)
+            }
+        }
+        return count
     }
 
     var line: Int? { node.mark.map { $0.line } }
