@@ -18,10 +18,10 @@ let package = Package(
     name: "RolloutFuzz",
     platforms: [.macOS(.v14)],
     dependencies: [.package(path: "../..")],
-    targets: fuzzTargets.map { name in
+    targets: [.target(name: "FuzzDriver", path: "Sources/FuzzDriver")] + fuzzTargets.map { name in
         .executableTarget(
             name: name,
-            dependencies: [.product(name: "RolloutKit", package: rootName)],
+            dependencies: ["FuzzDriver", .product(name: "RolloutKit", package: rootName)],
             path: "Sources/\(name)"
         )
     },

@@ -1,6 +1,7 @@
 // A model's Agentless repair answer: SEARCH/REPLACE blocks parsed, then applied to a file made
 // of the answer's own lines (so searches sometimes match, once or more than once).
 import RolloutKit
+import FuzzDriver
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -16,4 +17,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? SearchReplace.apply(edit, to: &empty, fileExists: false)
     }
     return 0
+}
+
+@main enum Main {
+    static func main() { runFuzzer(fuzz) }
 }

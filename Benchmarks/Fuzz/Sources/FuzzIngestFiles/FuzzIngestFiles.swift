@@ -3,6 +3,7 @@
 // format. A bad file must be rejected with an IngestError, never trap.
 import Foundation
 import RolloutKit
+import FuzzDriver
 
 let directory: String = {
     let d = NSTemporaryDirectory() + "rollout-fuzz-ingest-\(getpid())"
@@ -29,4 +30,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? warehouse.ingestTrajectories(file: file, run: "fuzz-\(format.rawValue)", format: format)
     }
     return 0
+}
+
+@main enum Main {
+    static func main() { runFuzzer(fuzz) }
 }

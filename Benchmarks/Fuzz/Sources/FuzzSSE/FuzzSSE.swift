@@ -1,6 +1,7 @@
 // A server-sent event stream: the events must not depend on how the bytes were split into
 // reads, and the OpenAI stream decoder must take any stream without trapping.
 import RolloutKit
+import FuzzDriver
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -23,4 +24,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     _ = try? OpenAICodec.decodeStream(bytes)
     return 0
+}
+
+@main enum Main {
+    static func main() { runFuzzer(fuzz) }
 }

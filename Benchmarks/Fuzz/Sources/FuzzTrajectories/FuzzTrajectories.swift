@@ -1,6 +1,7 @@
 // One trajectory record (a JSON Lines line or a τ-bench array element), read as each format
 // `rollout ingest trajectories` takes: rollout, training, DeepResearch, τ-bench.
 @testable import RolloutKit
+import FuzzDriver
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -10,4 +11,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = try? Warehouse.parseDeepResearchRecord(value)
     _ = try? Warehouse.parseTauBenchRecord(value)
     return 0
+}
+
+@main enum Main {
+    static func main() { runFuzzer(fuzz) }
 }

@@ -2,6 +2,7 @@
 // config. Each must load or throw a ConfigError, never trap.
 import Foundation
 import RolloutKit
+import FuzzDriver
 
 let directory: String = {
     let d = NSTemporaryDirectory() + "rollout-fuzz-yaml-\(getpid())"
@@ -20,4 +21,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     _ = try? RunConfig.load(file: file, modelsFile: file)
     _ = try? RunConfig.load(file: file)
     return 0
+}
+
+@main enum Main {
+    static func main() { runFuzzer(fuzz) }
 }
