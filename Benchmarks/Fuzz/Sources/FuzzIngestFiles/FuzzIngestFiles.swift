@@ -11,7 +11,7 @@ let directory: String = {
     return d
 }()
 
-nonisolated(unsafe) let warehouse: Warehouse = {
+let warehouse: Warehouse = {
     let path = directory + "/fuzz.db"
     for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     do { return try Warehouse.open(path: path) } catch { fatalError("cannot open the warehouse: \(error)") }
