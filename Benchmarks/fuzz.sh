@@ -69,8 +69,11 @@ if [ "${FUZZ_QUICK:-}" = 1 ]; then
         nice -n "$NICE" swiftc -O -sanitize=fuzzer -parse-as-library -module-name FuzzDriver -emit-module \
             -emit-module-path "$BIN/FuzzDriver.swiftmodule" -emit-library -static -o "$BIN/libFuzzDriver.a" \
             "$PKG/Sources/FuzzDriver/FuzzDriver.swift"
+        # swiftc links libFuzzer's whole runtime, its main included: the target's @main is renamed
+        # out of the way and libFuzzer calls LLVMFuzzerTestOneInput itself.
         for t in "${TARGETS[@]}"; do
             nice -n "$NICE" swiftc -O -sanitize=fuzzer -parse-as-library -use-ld=lld -I "$BIN" -L "$BIN" \
+                -Xfrontend -entry-point-function-name -Xfrontend "${t}_main" \
                 -lRolloutKit -lFuzzDriver "$PKG/Sources/$t/$t.swift" -o "$BIN/$t"
         done
     fi
