@@ -84,8 +84,9 @@ public struct ModelRegistry: Sendable {
                 entry.priceInput = try price.child("input")?.double()
                 entry.priceOutput = try price.child("output")?.double()
                 entry.priceCached = try price.child("cached")?.double()
-                for k in price.keys where !["input", "output", "cached"].contains(k) {
-                    throw price.child(k)!.error("unknown price key (expected input, output, cached: USD per 1M tokens)")
+                // mapping(), not child(k): child is nil for a key with no value (`bogus:`).
+                for (k, v) in (try? price.mapping()) ?? [] where !["input", "output", "cached"].contains(k) {
+                    throw v.error("unknown price key (expected input, output, cached: USD per 1M tokens)")
                 }
             }
             for (k, v) in try node.mapping() where !["provider", "api_base", "api_key", "mode", "price"].contains(k) {
