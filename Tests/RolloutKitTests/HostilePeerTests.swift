@@ -336,11 +336,13 @@ struct HostilePeerTests {
     @Test(arguments: HostilePeer.Transport.allCases)
     func slowButSteadyAnswerSucceeds(transport: HostilePeer.Transport) async throws {
         let body = #"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#
-        let peer = try await HostilePeer.start(transport, .repeating(prefix: Self.head("Content-Length: \(body.utf8.count + 12)") + body,
-                                                                     unit: " ", every: 0.5, times: 12))
+        // 20 gaps of 0.4 s (8 s in all) under a 5 s read timeout: a 12x margin per gap, so a
+        // loaded machine (the whole suite at once) cannot stretch a gap into a timeout.
+        let peer = try await HostilePeer.start(transport, .repeating(prefix: Self.head("Content-Length: \(body.utf8.count + 20)") + body,
+                                                                     unit: " ", every: 0.4, times: 20))
         let client = LLMClient(maxConnectionsPerHost: 8, connectTimeout: 5, trustRoots: HostilePeer.certificate)
         var policy = Self.patient
-        policy.readTimeout = 3
+        policy.readTimeout = 5
         var reply: ChatResponse?
         var failure: (any Error)?
         do {
