@@ -137,12 +137,11 @@ struct LLMClientTests {
                 try await client.complete(Self.request(), endpoint: Self.openAI(server), policy: Self.quick, onAttempt: attempts.add)
             }
             try await Task.sleep(for: .milliseconds(150))
-            let started = ContinuousClock.now
             call.cancel()
             let result = await call.result
             #expect(throws: CancellationError.self) { try result.get() }
-            // It ended on the cancel, not on the 5 s request timeout.
-            #expect(ContinuousClock.now - started < .seconds(3))
+            // It ended on the cancel, not on the 5 s request timeout (that would be recorded as
+            // a timeout error, not "cancelled").
             #expect(attempts.all.last?.error == "cancelled")
         }
     }
@@ -321,7 +320,9 @@ struct ModelLimiterTests {
             try await limiter.acquire(estimatedTokens: 1)
             await limiter.release()
         }
-        #expect(burst < .milliseconds(500))
+        // No waiting in the burst: spaced out at 2 per second it would take a minute (the bound
+        // is that far off so a loaded machine cannot trip it).
+        #expect(burst < .seconds(30))
         // Two more at 2 per second: about a second (each wait is at least 0.5 s minus drift).
         #expect(ContinuousClock.now - started >= .milliseconds(900))
     }
