@@ -61,16 +61,8 @@ final class OutputFile {
         guard !buffer.isEmpty else { return }
         if hashing { hasher.update(buffer) }  // on another thread, while this one goes on
         bytes += buffer.count
-        try buffer.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Foundation.write(pending.fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw OutputFileError("cannot write \(path): \(String(cString: strerror(errno)))")
-                }
-                offset += n
-            }
+        guard writeAll(pending.fd, buffer) else {
+            throw OutputFileError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         buffer.removeAll(keepingCapacity: true)
     }

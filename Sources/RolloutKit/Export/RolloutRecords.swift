@@ -110,16 +110,7 @@ private final class FilePipe: @unchecked Sendable {
             if failure != nil { continue }
             chunk.withUnsafeBytes { raw in
                 hasher.update(raw)
-                var offset = 0
-                while offset < raw.count {
-                    let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        failure = "cannot write \(path): \(String(cString: strerror(errno)))"
-                        return
-                    }
-                    offset += n
-                }
+                if !writeAll(fd, raw) { failure = "cannot write \(path): \(String(cString: strerror(errno)))" }
             }
             chunk.removeAll(keepingCapacity: true)
             let spare = chunk

@@ -68,25 +68,6 @@ public enum ExampleToolServer {
         }
     }
 
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                #if canImport(Glibc)
-                let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                #else
-                let n = Darwin.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                #endif
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += n
-            }
-            return true
-        }
-    }
-
     struct ServerError: Error, CustomStringConvertible {
         let description: String
         init(_ description: String) { self.description = description }

@@ -631,26 +631,11 @@ final class MCPConnection: Sendable {
             if !broken && !lines.isEmpty {
                 batch.removeAll(keepingCapacity: true)
                 for line in lines { batch.append(contentsOf: line) }
-                broken = !Self.writeAll(fd, batch)
+                broken = !writeAll(fd, batch)
             }
             if closing { break }
         }
         close(fd)
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = systemWrite(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += n
-            }
-            return true
-        }
     }
 
     // MARK: Reading
@@ -997,13 +982,4 @@ struct ChildProcess: Sendable {
         }
         return (fds[0], fds[1])
     }
-}
-
-@inline(__always)
-private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    Glibc.write(fd, buffer, count)
-    #else
-    Darwin.write(fd, buffer, count)
-    #endif
 }
